@@ -1,0 +1,311 @@
+//! Chunk frames: how one chunk's bytes are kept at rest.
+//!
+//! ```text
+//! offset  size  field
+//!      0     4  magic "EMC1"
+//!      4     1  codec tag (0 none, 1 zstd, 2 zlib, 3 bz2)
+//!      5     3  reserved, zero
+//!      8     4  plaintext length, u32 little-endian
+//!     12     4  CRC-32 of the payload, u32 little-endian
+//!     16     …  payload (the plaintext compressed with the codec)
+//! ```
+//!
+//! The CRC is a cheap check for torn or truncated writes; the real check is
+//! the SHA-256 of the decoded plaintext, which must equal the chunk's name.
+
+use std::io::{Read, Write};
+
+use ember_types::{ChunkDigest, Codec};
+use sha2::{Digest, Sha256};
+
+/// The four bytes every chunk frame starts with.
+pub const CHUNK_MAGIC: [u8; 4] = *b"EMC1";
+/// Length of the frame header before the payload.
+pub const HEADER_LEN: usize = 16;
+
+/// Why a stored chunk cannot be trusted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChunkError {
+    /// The frame is shorter than its header says.
+    #[error("chunk frame is truncated ({0} bytes)")]
+    Truncated(usize),
+    /// The frame does not start with the chunk magic.
+    #[error("chunk frame has a bad magic number")]
+    BadMagic,
+    /// The header names a codec this version does not know.
+    #[error("chunk frame names unknown codec {0}")]
+    UnknownCodec(u8),
+    /// The payload's CRC does not match the header.
+    #[error("chunk payload fails its CRC check (torn or damaged write)")]
+    CrcMismatch,
+    /// The payload does not decompress.
+    #[error("chunk payload does not decompress: {0}")]
+    Decompress(String),
+    /// The payload decompressed to the wrong length.
+    #[error("chunk decompressed to {actual} bytes, header says {expected}")]
+    LengthMismatch {
+        /// Length in the header.
+        expected: usize,
+        /// Length decoded.
+        actual: usize,
+    },
+    /// The plaintext's SHA-256 is not the chunk's name.
+    #[error("chunk content hashes to {actual}, not to its name")]
+    DigestMismatch {
+        /// What the plaintext hashed to.
+        actual: ChunkDigest,
+    },
+}
+
+/// SHA-256 of a chunk's plaintext: the chunk's name.
+pub fn digest_of(plaintext: &[u8]) -> ChunkDigest {
+    ChunkDigest(Sha256::digest(plaintext).into())
+}
+
+/// Whether every byte is zero (such chunks are recorded as holes).
+pub fn is_all_zero(data: &[u8]) -> bool {
+    const ZEROS: [u8; 4096] = [0u8; 4096];
+    data.chunks(ZEROS.len()).all(|part| part == &ZEROS[..part.len()])
+}
+
+/// A chunk ready to be stored: its frame and what it cost.
+#[derive(Debug)]
+pub struct EncodedChunk {
+    /// The complete frame (header and payload).
+    pub frame: Vec<u8>,
+    /// The codec actually used (`none` when compression did not pay).
+    pub codec: Codec,
+}
+
+/// Compresses plaintext chunks into frames. Keeps its compression context
+/// between chunks, so each worker thread owns one.
+pub struct ChunkEncoder {
+    codec: Codec,
+    level: i32,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl ChunkEncoder {
+    /// An encoder for `codec` at `level` (zstd: 1–19; zlib and bz2: 1–9;
+    /// ignored for `none`). Fails only if zstd cannot allocate its context.
+    pub fn new(codec: Codec, level: i32) -> std::io::Result<Self> {
+        let zstd = match codec {
+            Codec::Zstd => Some(zstd::bulk::Compressor::new(level)?),
+            _ => None,
+        };
+        Ok(ChunkEncoder { codec, level, zstd })
+    }
+
+    /// Frames `plaintext`, compressed with this encoder's codec unless that
+    /// does not make it smaller, in which case it is stored uncompressed.
+    pub fn encode(&mut self, plaintext: &[u8]) -> EncodedChunk {
+        let compressed = self.compress(plaintext);
+        let (codec, payload) = match compressed {
+            Some(bytes) if bytes.len() < plaintext.len() => (self.codec, bytes),
+            _ => (Codec::None, plaintext.to_vec()),
+        };
+        EncodedChunk {
+            frame: build_frame(codec, plaintext.len(), &payload),
+            codec,
+        }
+    }
+
+    fn compress(&mut self, plaintext: &[u8]) -> Option<Vec<u8>> {
+        // A compressor that fails (it never should on a memory buffer) only
+        // costs the compression: the chunk is then stored as is.
+        match self.codec {
+            Codec::None => None,
+            Codec::Zstd => self.zstd.as_mut()?.compress(plaintext).ok(),
+            Codec::Zlib => {
+                let level = flate2::Compression::new(self.level.clamp(1, 9) as u32);
+                let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), level);
+                encoder.write_all(plaintext).ok()?;
+                encoder.finish().ok()
+            }
+            Codec::Bz2 => {
+                let level = bzip2::Compression::new(self.level.clamp(1, 9) as u32);
+                let mut encoder = bzip2::write::BzEncoder::new(Vec::new(), level);
+                encoder.write_all(plaintext).ok()?;
+                encoder.finish().ok()
+            }
+        }
+    }
+}
+
+fn build_frame(codec: Codec, plain_len: usize, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
+    frame.extend_from_slice(&CHUNK_MAGIC);
+    frame.extend_from_slice(&[codec.tag(), 0, 0, 0]);
+    frame.extend_from_slice(&(plain_len as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A frame's header, once its structure and CRC have been checked.
+struct CheckedFrame<'a> {
+    codec: Codec,
+    plain_len: usize,
+    payload: &'a [u8],
+}
+
+fn check(frame: &[u8]) -> Result<CheckedFrame<'_>, ChunkError> {
+    if frame.len() < HEADER_LEN {
+        return Err(ChunkError::Truncated(frame.len()));
+    }
+    if frame[..4] != CHUNK_MAGIC {
+        return Err(ChunkError::BadMagic);
+    }
+    let codec = Codec::from_tag(frame[4]).ok_or(ChunkError::UnknownCodec(frame[4]))?;
+    let plain_len = u32::from_le_bytes([frame[8], frame[9], frame[10], frame[11]]) as usize;
+    let crc = u32::from_le_bytes([frame[12], frame[13], frame[14], frame[15]]);
+    let payload = &frame[HEADER_LEN..];
+    if crc32fast::hash(payload) != crc {
+        return Err(ChunkError::CrcMismatch);
+    }
+    Ok(CheckedFrame {
+        codec,
+        plain_len,
+        payload,
+    })
+}
+
+/// Checks a frame's structure and CRC without decompressing it: enough to
+/// tell a whole chunk from one torn by a crash.
+pub fn check_frame(frame: &[u8]) -> Result<(), ChunkError> {
+    check(frame).map(|_| ())
+}
+
+/// Decodes frames back to plaintext and proves them against their digest.
+/// Keeps its decompression context between chunks; one per worker thread.
+pub struct ChunkDecoder {
+    zstd: zstd::bulk::Decompressor<'static>,
+}
+
+impl ChunkDecoder {
+    /// A decoder. Fails only if zstd cannot allocate its context.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(ChunkDecoder {
+            zstd: zstd::bulk::Decompressor::new()?,
+        })
+    }
+
+    /// Decodes `frame` into `out` (replacing its contents) and checks that
+    /// the plaintext hashes to `expected`.
+    pub fn decode_into(
+        &mut self,
+        frame: &[u8],
+        expected: &ChunkDigest,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ChunkError> {
+        let checked = check(frame)?;
+        out.clear();
+        match checked.codec {
+            Codec::None => out.extend_from_slice(checked.payload),
+            Codec::Zstd => {
+                out.reserve(checked.plain_len);
+                self.zstd
+                    .decompress_to_buffer(checked.payload, out)
+                    .map_err(|e| ChunkError::Decompress(e.to_string()))?;
+            }
+            Codec::Zlib => read_all(flate2::read::ZlibDecoder::new(checked.payload), out)?,
+            Codec::Bz2 => read_all(bzip2::read::BzDecoder::new(checked.payload), out)?,
+        }
+        if out.len() != checked.plain_len {
+            return Err(ChunkError::LengthMismatch {
+                expected: checked.plain_len,
+                actual: out.len(),
+            });
+        }
+        let actual = digest_of(out);
+        if actual != *expected {
+            return Err(ChunkError::DigestMismatch { actual });
+        }
+        Ok(())
+    }
+}
+
+fn read_all(mut reader: impl Read, out: &mut Vec<u8>) -> Result<(), ChunkError> {
+    reader
+        .read_to_end(out)
+        .map(|_| ())
+        .map_err(|e| ChunkError::Decompress(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8 ^ (i / 7) as u8).collect()
+    }
+
+    fn pseudo_random(len: usize) -> Vec<u8> {
+        let mut state = 0x9e3779b97f4a7c15u64;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_codec_round_trips_and_is_verified() {
+        let plain = sample(32 * 1024);
+        let digest = digest_of(&plain);
+        let mut decoder = ChunkDecoder::new().expect("decoder");
+        for codec in [Codec::None, Codec::Zstd, Codec::Zlib, Codec::Bz2] {
+            let encoded = ChunkEncoder::new(codec, 3).expect("encoder").encode(&plain);
+            assert_eq!(encoded.codec, codec, "compressible data keeps {codec}");
+            let mut out = Vec::new();
+            decoder
+                .decode_into(&encoded.frame, &digest, &mut out)
+                .expect("decode");
+            assert_eq!(out, plain);
+        }
+    }
+
+    #[test]
+    fn incompressible_data_falls_back_to_none() {
+        let plain = pseudo_random(32 * 1024);
+        let encoded = ChunkEncoder::new(Codec::Zstd, 3).expect("encoder").encode(&plain);
+        assert_eq!(encoded.codec, Codec::None);
+        assert_eq!(encoded.frame.len(), HEADER_LEN + plain.len());
+    }
+
+    #[test]
+    fn damage_is_detected() {
+        let plain = sample(4096);
+        let digest = digest_of(&plain);
+        let mut frame = ChunkEncoder::new(Codec::Zstd, 3).expect("encoder").encode(&plain).frame;
+        let mut decoder = ChunkDecoder::new().expect("decoder");
+        let mut out = Vec::new();
+
+        let last = frame.len() - 1;
+        frame[last] ^= 1;
+        assert_eq!(
+            decoder.decode_into(&frame, &digest, &mut out),
+            Err(ChunkError::CrcMismatch)
+        );
+        assert_eq!(check_frame(&frame[..10]), Err(ChunkError::Truncated(10)));
+
+        let good = ChunkEncoder::new(Codec::None, 0).expect("encoder").encode(&plain).frame;
+        let other = digest_of(b"something else");
+        assert!(matches!(
+            decoder.decode_into(&good, &other, &mut out),
+            Err(ChunkError::DigestMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_all_zero(&vec![0u8; 70_000]));
+        let mut data = vec![0u8; 70_000];
+        data[69_999] = 1;
+        assert!(!is_all_zero(&data));
+        assert!(is_all_zero(&[]));
+    }
+}

@@ -1,0 +1,139 @@
+//! Storage targets for Ember repositories.
+//!
+//! A repository is a set of named objects of a few kinds (the repository
+//! config, chunks, manifests and leases). [`ObjectStore`] is the one seam
+//! between the repository and where its objects live; [`PosixStore`] keeps
+//! them in a directory (a local disk, or an NFS or GlusterFS share). Object
+//! stores (RADOS, S3, Swift) implement the same trait.
+#![forbid(unsafe_code)]
+
+mod error;
+mod posix;
+
+pub use error::StoreError;
+pub use posix::PosixStore;
+
+use std::io::Read;
+use std::time::SystemTime;
+
+/// What an object is; each kind has its own namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// The repository's configuration (one object, name `config`).
+    Config,
+    /// A chunk frame, named by the hex digest of its plaintext.
+    Chunk,
+    /// A backup manifest, named by the backup id.
+    Manifest,
+    /// A lease held by a running writer, named by the writer.
+    Lease,
+}
+
+/// The full name of an object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectKey {
+    /// Its namespace.
+    pub kind: ObjectKind,
+    /// Its name within the namespace: letters, digits, `-`, `_` and `.` only.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// A key of `kind` named `name`.
+    pub fn new(kind: ObjectKind, name: impl Into<String>) -> Self {
+        ObjectKey {
+            kind,
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} {}", self.kind, self.name).map(|_| ())
+    }
+}
+
+/// What listing or `stat` reports of an object.
+#[derive(Clone, Debug)]
+pub struct ObjectMeta {
+    /// The object's name within its kind.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last written or touched.
+    pub modified: SystemTime,
+}
+
+/// An object being written in one pass; invisible until committed.
+pub trait ObjectWriter: std::io::Write + Send {
+    /// Makes the object durable and then visible under its key, atomically
+    /// (readers see no object or the whole object). Dropping the writer
+    /// without committing discards what was written.
+    fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Held by a running writer (a backup); dropping it releases it. Other
+/// processes see a lease as live exactly while its holder runs, even if the
+/// holder is killed without warning.
+pub trait Lease: Send {}
+
+/// Where a repository's objects live.
+///
+/// Contract shared by every backend:
+/// - Writes are atomic: a reader sees either nothing or a whole object.
+/// - `put` is idempotent and may be retried; it is durable only after the
+///   next successful [`ObjectStore::sync`].
+/// - `delete` of a missing object succeeds (idempotent).
+/// - Listing may miss objects written concurrently; it never returns a
+///   partially written one.
+pub trait ObjectStore: Send + Sync {
+    /// A human-readable location, for messages.
+    fn location(&self) -> String;
+
+    /// Stores `data` under `key`, replacing any object there.
+    fn put(&self, key: &ObjectKey, data: &[u8]) -> Result<(), StoreError>;
+
+    /// Starts writing an object in one pass (for objects too large to build
+    /// in memory, such as manifests); see [`ObjectWriter::commit`].
+    fn create(&self, key: &ObjectKey) -> Result<Box<dyn ObjectWriter>, StoreError>;
+
+    /// Reads a whole object. A missing object is [`StoreError::NotFound`].
+    fn get(&self, key: &ObjectKey) -> Result<Vec<u8>, StoreError>;
+
+    /// Reads up to `len` bytes of an object from `offset`.
+    fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>, StoreError>;
+
+    /// Opens an object for reading in one pass.
+    fn open(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>, StoreError>;
+
+    /// Size and time of an object, or `None` if it does not exist.
+    fn stat(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StoreError>;
+
+    /// Sets an existing object's modification time to now (garbage
+    /// collection spares recently touched objects).
+    fn touch(&self, key: &ObjectKey) -> Result<(), StoreError>;
+
+    /// Removes an object; durable after the next [`ObjectStore::sync`].
+    fn delete(&self, key: &ObjectKey) -> Result<(), StoreError>;
+
+    /// Calls `visit` for every object of `kind`, in no particular order.
+    fn list(
+        &self,
+        kind: ObjectKind,
+        visit: &mut dyn FnMut(ObjectMeta) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Makes every earlier `put` and `delete` durable.
+    fn sync(&self) -> Result<(), StoreError>;
+
+    /// Takes a lease named `name`, recording `info` in it.
+    fn acquire_lease(&self, name: &str, info: &[u8]) -> Result<Box<dyn Lease>, StoreError>;
+
+    /// The `info` of every live lease; leases whose holder died are removed.
+    fn live_leases(&self) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// Removes leftovers of interrupted writes older than `older_than`;
+    /// returns how many were removed.
+    fn remove_stale_temporaries(&self, older_than: SystemTime) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,497 @@
+//! The POSIX-directory target: a local disk, or an NFS or GlusterFS share.
+//!
+//! Layout under the root directory:
+//!
+//! ```text
+//! config                   the repository configuration
+//! chunks/<hhhh>/<digest>   chunk frames, fanned out by the first four hex digits
+//! backups/<backup id>      manifests
+//! locks/<name>             leases of running writers (flock'ed while alive)
+//! ```
+//!
+//! Every object is written under a temporary name (`.tmp-<random>`, in the
+//! same directory) and renamed into place, so a reader never sees a partial
+//! object. Chunk writes are not fsync'ed one by one: a backup calls
+//! [`ObjectStore::sync`] (one `syncfs`) before it commits its manifest,
+//! which is written with fsync of the file and of its directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use nix::fcntl::{Flock, FlockArg};
+use uuid::Uuid;
+
+use crate::{Lease, ObjectKey, ObjectKind, ObjectMeta, ObjectStore, ObjectWriter, StoreError};
+
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// A repository kept as files below one directory.
+#[derive(Debug, Clone)]
+pub struct PosixStore {
+    root: PathBuf,
+}
+
+impl PosixStore {
+    /// Opens the store at `root`, which must be an existing directory.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        let meta = fs::metadata(&root).map_err(|e| StoreError::io(root.display().to_string(), e))?;
+        if !meta.is_dir() {
+            return Err(StoreError::io(
+                root.display().to_string(),
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a directory"),
+            ));
+        }
+        Ok(PosixStore { root })
+    }
+
+    /// Creates `root` (and its parents) if needed, then opens it.
+    pub fn create(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(|e| StoreError::io(root.display().to_string(), e))?;
+        Self::open(root)
+    }
+
+    /// The directory the store lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn kind_dir(&self, kind: ObjectKind) -> PathBuf {
+        match kind {
+            ObjectKind::Config => self.root.clone(),
+            ObjectKind::Chunk => self.root.join("chunks"),
+            ObjectKind::Manifest => self.root.join("backups"),
+            ObjectKind::Lease => self.root.join("locks"),
+        }
+    }
+
+    fn path_of(&self, key: &ObjectKey) -> Result<PathBuf, StoreError> {
+        let name = &key.name;
+        let valid = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !valid || (key.kind == ObjectKind::Chunk && name.len() < 4) {
+            return Err(StoreError::InvalidName(name.clone()));
+        }
+        let dir = self.kind_dir(key.kind);
+        Ok(match key.kind {
+            ObjectKind::Chunk => dir.join(&name[..4]).join(name),
+            _ => dir.join(name),
+        })
+    }
+
+    /// Creates a fresh temporary file beside `path`, creating the directory
+    /// on first use.
+    fn create_temp(path: &Path) -> Result<(File, PathBuf), StoreError> {
+        let dir = parent_of(path);
+        let tmp = dir.join(format!("{TEMP_PREFIX}{}", Uuid::new_v4().simple()));
+        let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+        let file = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(|e| io_err("create directory", dir, e))?;
+                create()
+            }
+            other => other,
+        }
+        .map_err(|e| io_err("create", &tmp, e))?;
+        Ok((file, tmp))
+    }
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("/"))
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::io(format!("{what} {}", path.display()), e)
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("fsync directory", dir, e))
+}
+
+fn meta_of(name: String, meta: &fs::Metadata) -> ObjectMeta {
+    ObjectMeta {
+        name,
+        size: meta.len(),
+        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+    }
+}
+
+/// Deletes the temporary file unless the write was committed.
+struct TempGuard {
+    path: Option<PathBuf>,
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            // Best effort: a leftover is swept by remove_stale_temporaries.
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+struct PosixWriter {
+    file: BufWriter<File>,
+    guard: TempGuard,
+    path: PathBuf,
+}
+
+impl Write for PosixWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl ObjectWriter for PosixWriter {
+    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        let tmp = self.guard.path.clone().unwrap_or_default();
+        self.file.flush().map_err(|e| io_err("write", &tmp, e))?;
+        self.file
+            .get_ref()
+            .sync_all()
+            .map_err(|e| io_err("fsync", &tmp, e))?;
+        fs::rename(&tmp, &self.path).map_err(|e| io_err("rename into place", &self.path, e))?;
+        self.guard.path = None;
+        fsync_dir(parent_of(&self.path))
+    }
+}
+
+/// A lease file, exclusively flock'ed for as long as this value lives.
+struct PosixLease {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Lease for PosixLease {}
+
+impl Drop for PosixLease {
+    fn drop(&mut self) {
+        // Best effort: a lease file whose lock is gone counts as stale and is
+        // removed by the next live_leases.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl ObjectStore for PosixStore {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn put(&self, key: &ObjectKey, data: &[u8]) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        let (mut file, tmp) = Self::create_temp(&path)?;
+        let mut guard = TempGuard {
+            path: Some(tmp.clone()),
+        };
+        file.write_all(data).map_err(|e| io_err("write", &tmp, e))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(|e| io_err("rename into place", &path, e))?;
+        guard.path = None;
+        Ok(())
+    }
+
+    fn create(&self, key: &ObjectKey) -> Result<Box<dyn ObjectWriter>, StoreError> {
+        let path = self.path_of(key)?;
+        let (file, tmp) = Self::create_temp(&path)?;
+        Ok(Box::new(PosixWriter {
+            file: BufWriter::with_capacity(1 << 20, file),
+            guard: TempGuard { path: Some(tmp) },
+            path,
+        }))
+    }
+
+    fn get(&self, key: &ObjectKey) -> Result<Vec<u8>, StoreError> {
+        let path = self.path_of(key)?;
+        fs::read(&path).map_err(|e| io_err("read", &path, e))
+    }
+
+    fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let path = self.path_of(key)?;
+        let mut file = File::open(&path).map_err(|e| io_err("open", &path, e))?;
+        let mut out = Vec::new();
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| file.take(len).read_to_end(&mut out))
+            .map_err(|e| io_err("read", &path, e))?;
+        Ok(out)
+    }
+
+    fn open(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>, StoreError> {
+        let path = self.path_of(key)?;
+        let file = File::open(&path).map_err(|e| io_err("open", &path, e))?;
+        Ok(Box::new(BufReader::with_capacity(1 << 20, file)))
+    }
+
+    fn stat(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StoreError> {
+        let path = self.path_of(key)?;
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(Some(meta_of(key.name.clone(), &meta))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("stat", &path, e)),
+        }
+    }
+
+    fn touch(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        File::open(&path)
+            .and_then(|f| f.set_modified(SystemTime::now()))
+            .map_err(|e| io_err("touch", &path, e))
+    }
+
+    fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("delete", &path, e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn list(
+        &self,
+        kind: ObjectKind,
+        visit: &mut dyn FnMut(ObjectMeta) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let dir = self.kind_dir(kind);
+        match kind {
+            ObjectKind::Config => {
+                if let Some(meta) = self.stat(&ObjectKey::new(kind, "config"))? {
+                    visit(meta)?;
+                }
+                Ok(())
+            }
+            ObjectKind::Chunk => for_each_dir(&dir, &mut |sub| list_files(&sub, visit)),
+            _ => list_files(&dir, visit),
+        }
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        let root = File::open(&self.root).map_err(|e| io_err("open", &self.root, e))?;
+        nix::unistd::syncfs(root.as_raw_fd()).map_err(|e| io_err("syncfs", &self.root, e.into()))
+    }
+
+    fn acquire_lease(&self, name: &str, info: &[u8]) -> Result<Box<dyn Lease>, StoreError> {
+        let path = self.path_of(&ObjectKey::new(ObjectKind::Lease, name))?;
+        // Lock before the lease becomes visible, so nobody can take a fresh
+        // lease for a stale one.
+        let (file, tmp) = Self::create_temp(&path)?;
+        let mut guard = TempGuard {
+            path: Some(tmp.clone()),
+        };
+        let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| io_err("lock", &tmp, errno.into()))?;
+        lock.write_all(info).map_err(|e| io_err("write", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| io_err("rename into place", &path, e))?;
+        guard.path = None;
+        Ok(Box::new(PosixLease { path, _lock: lock }))
+    }
+
+    fn live_leases(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut live = Vec::new();
+        list_files(&self.kind_dir(ObjectKind::Lease), &mut |meta| {
+            let path = self.kind_dir(ObjectKind::Lease).join(&meta.name);
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io_err("open", &path, e)),
+            };
+            match Flock::lock(file, FlockArg::LockSharedNonblock) {
+                Ok(_stale) => {
+                    // Nobody holds it: its writer died. Remove it.
+                    match fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            Err(io_err("remove stale lease", &path, e))
+                        }
+                        _ => Ok(()),
+                    }
+                }
+                Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                    let mut info = Vec::new();
+                    file.read_to_end(&mut info)
+                        .map_err(|e| io_err("read", &path, e))?;
+                    live.push(info);
+                    Ok(())
+                }
+                Err((_, errno)) => Err(io_err("lock", &path, errno.into())),
+            }
+        })?;
+        Ok(live)
+    }
+
+    fn remove_stale_temporaries(&self, older_than: SystemTime) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        let mut sweep = |dir: &Path| -> Result<(), StoreError> {
+            for entry in read_dir_or_empty(dir)? {
+                let entry = entry.map_err(|e| io_err("list", dir, e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.starts_with(TEMP_PREFIX) {
+                    continue;
+                }
+                let meta = entry.metadata().map_err(|e| io_err("stat", &entry.path(), e))?;
+                if meta.modified().map(|m| m < older_than).unwrap_or(false) {
+                    fs::remove_file(entry.path()).map_err(|e| io_err("remove", &entry.path(), e))?;
+                    removed += 1;
+                }
+            }
+            Ok(())
+        };
+        sweep(&self.root)?;
+        sweep(&self.kind_dir(ObjectKind::Manifest))?;
+        sweep(&self.kind_dir(ObjectKind::Lease))?;
+        for_each_dir(&self.kind_dir(ObjectKind::Chunk), &mut |sub| sweep(&sub))?;
+        Ok(removed)
+    }
+}
+
+fn read_dir_or_empty(dir: &Path) -> Result<Vec<std::io::Result<fs::DirEntry>>, StoreError> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err("list", dir, e)),
+    }
+}
+
+fn for_each_dir(
+    dir: &Path,
+    visit: &mut dyn FnMut(PathBuf) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for entry in read_dir_or_empty(dir)? {
+        let entry = entry.map_err(|e| io_err("list", dir, e))?;
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            visit(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn list_files(
+    dir: &Path,
+    visit: &mut dyn FnMut(ObjectMeta) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for entry in read_dir_or_empty(dir)? {
+        let entry = entry.map_err(|e| io_err("list", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let meta = match entry.metadata() {
+            Ok(meta) if meta.is_file() => meta,
+            Ok(_) => continue,
+            // Deleted while listing: listing may miss concurrent changes.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("stat", &entry.path(), e)),
+        };
+        visit(meta_of(name, &meta))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, PosixStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = PosixStore::open(dir.path()).expect("open");
+        (dir, store)
+    }
+
+    fn chunk_key(byte: &str) -> ObjectKey {
+        ObjectKey::new(ObjectKind::Chunk, byte.repeat(64))
+    }
+
+    #[test]
+    fn put_get_stat_list_delete() {
+        let (_dir, store) = store();
+        let key = chunk_key("a");
+        store.put(&key, b"hello").expect("put");
+        store.put(&key, b"hello").expect("put is idempotent");
+        assert_eq!(store.get(&key).expect("get"), b"hello");
+        assert_eq!(store.get_range(&key, 1, 3).expect("range"), b"ell");
+        assert_eq!(store.stat(&key).expect("stat").expect("exists").size, 5);
+        let mut names = Vec::new();
+        store
+            .list(ObjectKind::Chunk, &mut |m| {
+                names.push(m.name);
+                Ok(())
+            })
+            .expect("list");
+        assert_eq!(names, vec![key.name.clone()]);
+        store.sync().expect("sync");
+        store.delete(&key).expect("delete");
+        store.delete(&key).expect("delete is idempotent");
+        assert!(store.get(&key).expect_err("gone").is_not_found());
+        assert!(store.stat(&key).expect("stat").is_none());
+    }
+
+    #[test]
+    fn uncommitted_writer_leaves_nothing() {
+        let (dir, store) = store();
+        let key = ObjectKey::new(ObjectKind::Manifest, "b1");
+        let mut writer = store.create(&key).expect("create");
+        writer.write_all(b"partial").expect("write");
+        drop(writer);
+        assert!(store.stat(&key).expect("stat").is_none());
+        let leftovers = fs::read_dir(dir.path().join("backups")).expect("dir").count();
+        assert_eq!(leftovers, 0);
+
+        let mut writer = store.create(&key).expect("create");
+        writer.write_all(b"whole").expect("write");
+        writer.commit().expect("commit");
+        assert_eq!(store.get(&key).expect("get"), b"whole");
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let (_dir, store) = store();
+        for name in ["", "../x", ".tmp-x", "a/b", "ab"] {
+            let key = ObjectKey::new(ObjectKind::Chunk, name);
+            assert!(matches!(store.put(&key, b"x"), Err(StoreError::InvalidName(_))));
+        }
+    }
+
+    #[test]
+    fn leases_are_live_while_held_and_stale_after() {
+        let (dir, store) = store();
+        let lease = store.acquire_lease("writer-1", b"info-1").expect("lease");
+        assert_eq!(store.live_leases().expect("live"), vec![b"info-1".to_vec()]);
+        drop(lease);
+        assert!(store.live_leases().expect("live").is_empty());
+
+        // A lease file left by a killed holder (no lock) is stale.
+        fs::write(dir.path().join("locks/dead"), b"dead").expect("write");
+        assert!(store.live_leases().expect("live").is_empty());
+        assert!(!dir.path().join("locks/dead").exists());
+    }
+
+    #[test]
+    fn stale_temporaries_are_swept() {
+        let (dir, store) = store();
+        store.put(&chunk_key("b"), b"x").expect("put");
+        let tmp = dir.path().join("chunks/bbbb/.tmp-leftover");
+        fs::write(&tmp, b"torn").expect("write");
+        let future = SystemTime::now() + std::time::Duration::from_secs(60);
+        assert_eq!(store.remove_stale_temporaries(future).expect("sweep"), 1);
+        assert!(!tmp.exists());
+        assert!(store.stat(&chunk_key("b")).expect("stat").is_some());
+    }
+
+    #[test]
+    fn open_refuses_a_missing_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = PosixStore::open(dir.path().join("missing")).expect_err("missing");
+        assert!(err.is_not_found());
+    }
+}
