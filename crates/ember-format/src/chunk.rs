@@ -65,7 +65,8 @@ pub fn digest_of(plaintext: &[u8]) -> ChunkDigest {
 /// Whether every byte is zero (such chunks are recorded as holes).
 pub fn is_all_zero(data: &[u8]) -> bool {
     const ZEROS: [u8; 4096] = [0u8; 4096];
-    data.chunks(ZEROS.len()).all(|part| part == &ZEROS[..part.len()])
+    data.chunks(ZEROS.len())
+        .all(|part| part == &ZEROS[..part.len()])
 }
 
 /// A chunk ready to be stored: its frame and what it cost.
@@ -271,7 +272,9 @@ mod tests {
     #[test]
     fn incompressible_data_falls_back_to_none() {
         let plain = pseudo_random(32 * 1024);
-        let encoded = ChunkEncoder::new(Codec::Zstd, 3).expect("encoder").encode(&plain);
+        let encoded = ChunkEncoder::new(Codec::Zstd, 3)
+            .expect("encoder")
+            .encode(&plain);
         assert_eq!(encoded.codec, Codec::None);
         assert_eq!(encoded.frame.len(), HEADER_LEN + plain.len());
     }
@@ -280,7 +283,10 @@ mod tests {
     fn damage_is_detected() {
         let plain = sample(4096);
         let digest = digest_of(&plain);
-        let mut frame = ChunkEncoder::new(Codec::Zstd, 3).expect("encoder").encode(&plain).frame;
+        let mut frame = ChunkEncoder::new(Codec::Zstd, 3)
+            .expect("encoder")
+            .encode(&plain)
+            .frame;
         let mut decoder = ChunkDecoder::new().expect("decoder");
         let mut out = Vec::new();
 
@@ -292,7 +298,10 @@ mod tests {
         );
         assert_eq!(check_frame(&frame[..10]), Err(ChunkError::Truncated(10)));
 
-        let good = ChunkEncoder::new(Codec::None, 0).expect("encoder").encode(&plain).frame;
+        let good = ChunkEncoder::new(Codec::None, 0)
+            .expect("encoder")
+            .encode(&plain)
+            .frame;
         let other = digest_of(b"something else");
         assert!(matches!(
             decoder.decode_into(&good, &other, &mut out),

@@ -126,8 +126,8 @@ impl<W: Write> ManifestWriter<W> {
             entry_count: self.entry_count,
             backup,
         };
-        let footer_json = serde_json::to_vec(&footer)
-            .map_err(|e| ManifestError::BadFooter(e.to_string()))?;
+        let footer_json =
+            serde_json::to_vec(&footer).map_err(|e| ManifestError::BadFooter(e.to_string()))?;
         hashing.write_all(&footer_json)?;
         hashing.write_all(&(footer_json.len() as u32).to_le_bytes())?;
         let checksum = hashing.hasher.finalize();
@@ -174,7 +174,10 @@ pub fn verify_checksum(mut reader: impl Read, total_len: u64) -> Result<(), Mani
         .checked_sub(32)
         .ok_or(ManifestError::BadFooter("manifest too short".into()))?;
     let mut hasher = Sha256::new();
-    let copied = io::copy(&mut (&mut reader).take(body_len), &mut HashSink(&mut hasher))?;
+    let copied = io::copy(
+        &mut (&mut reader).take(body_len),
+        &mut HashSink(&mut hasher),
+    )?;
     let mut stored = [0u8; 32];
     if copied != body_len || reader.read_exact(&mut stored).is_err() {
         return Err(ManifestError::BadFooter("manifest too short".into()));
@@ -226,10 +229,12 @@ impl<R: Read> EntryReader<R> {
             return Ok(None);
         }
         let mut digest = [0u8; 32];
-        self.decoder.read_exact(&mut digest).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => ManifestError::TooFewEntries,
-            _ => ManifestError::Io(e),
-        })?;
+        self.decoder
+            .read_exact(&mut digest)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => ManifestError::TooFewEntries,
+                _ => ManifestError::Io(e),
+            })?;
         self.remaining -= 1;
         Ok(Some(ChunkDigest(digest)))
     }
@@ -327,6 +332,9 @@ mod tests {
         let trailer = &bytes[bytes.len() - TRAILER_LEN..];
         let len = footer_len(trailer).expect("len") as usize;
         let footer = &bytes[bytes.len() - TRAILER_LEN - len..bytes.len() - TRAILER_LEN];
-        assert!(matches!(parse_footer(footer), Err(ManifestError::BadFooter(_))));
+        assert!(matches!(
+            parse_footer(footer),
+            Err(ManifestError::BadFooter(_))
+        ));
     }
 }

@@ -94,6 +94,13 @@ pub trait ObjectStore: Send + Sync {
     /// Stores `data` under `key`, replacing any object there.
     fn put(&self, key: &ObjectKey, data: &[u8]) -> Result<(), StoreError>;
 
+    /// Stores `data` under `key` only if no object is there; returns
+    /// whether it wrote. Cheaper than `put` where the store allows, but a
+    /// crash while writing may leave a torn object under `key`: use it only
+    /// for objects whose content the reader can check (chunk frames carry a
+    /// CRC), and replace a torn one with `put`.
+    fn put_new(&self, key: &ObjectKey, data: &[u8]) -> Result<bool, StoreError>;
+
     /// Starts writing an object in one pass (for objects too large to build
     /// in memory, such as manifests); see [`ObjectWriter::commit`].
     fn create(&self, key: &ObjectKey) -> Result<Box<dyn ObjectWriter>, StoreError>;
@@ -116,6 +123,16 @@ pub trait ObjectStore: Send + Sync {
 
     /// Removes an object; durable after the next [`ObjectStore::sync`].
     fn delete(&self, key: &ObjectKey) -> Result<(), StoreError>;
+
+    /// Removes an object only if it was not written or touched since
+    /// `cutoff`, even when a touch races with the removal: a touch that
+    /// returned success before the object vanished keeps it. Returns whether
+    /// it was removed. Garbage collection deletes through this.
+    fn delete_if_untouched_since(
+        &self,
+        key: &ObjectKey,
+        cutoff: SystemTime,
+    ) -> Result<bool, StoreError>;
 
     /// Calls `visit` for every object of `kind`, in no particular order.
     fn list(

@@ -4,14 +4,15 @@
 //!
 //! ```text
 //! config                   the repository configuration
-//! chunks/<hhhh>/<digest>   chunk frames, fanned out by the first four hex digits
+//! chunks/<hhh>/<digest>    chunk frames, fanned out by the first three hex digits
 //! backups/<backup id>      manifests
 //! locks/<name>             leases of running writers (flock'ed while alive)
 //! ```
 //!
 //! Every object is written under a temporary name (`.tmp-<random>`, in the
 //! same directory) and renamed into place, so a reader never sees a partial
-//! object. Chunk writes are not fsync'ed one by one: a backup calls
+//! object, except chunks written by `put_new`, which are created in place
+//! (a crash can leave one torn; its CRC tells). Chunk writes are not fsync'ed one by one: a backup calls
 //! [`ObjectStore::sync`] (one `syncfs`) before it commits its manifest,
 //! which is written with fsync of the file and of its directory.
 
@@ -27,6 +28,9 @@ use uuid::Uuid;
 use crate::{Lease, ObjectKey, ObjectKind, ObjectMeta, ObjectStore, ObjectWriter, StoreError};
 
 const TEMP_PREFIX: &str = ".tmp-";
+/// Chunk directories are named by this many leading hex digits of the
+/// digest: 4096 directories, created on first use.
+const CHUNK_FANOUT_DIGITS: usize = 3;
 
 /// A repository kept as files below one directory.
 #[derive(Debug, Clone)]
@@ -38,7 +42,8 @@ impl PosixStore {
     /// Opens the store at `root`, which must be an existing directory.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        let meta = fs::metadata(&root).map_err(|e| StoreError::io(root.display().to_string(), e))?;
+        let meta =
+            fs::metadata(&root).map_err(|e| StoreError::io(root.display().to_string(), e))?;
         if !meta.is_dir() {
             return Err(StoreError::io(
                 root.display().to_string(),
@@ -76,31 +81,46 @@ impl PosixStore {
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        if !valid || (key.kind == ObjectKind::Chunk && name.len() < 4) {
+        if !valid || (key.kind == ObjectKind::Chunk && name.len() <= CHUNK_FANOUT_DIGITS) {
             return Err(StoreError::InvalidName(name.clone()));
         }
         let dir = self.kind_dir(key.kind);
         Ok(match key.kind {
-            ObjectKind::Chunk => dir.join(&name[..4]).join(name),
+            ObjectKind::Chunk => dir.join(&name[..CHUNK_FANOUT_DIGITS]).join(name),
             _ => dir.join(name),
         })
     }
 
-    /// Creates a fresh temporary file beside `path`, creating the directory
-    /// on first use.
+    /// Creates a fresh temporary file beside `path`.
     fn create_temp(path: &Path) -> Result<(File, PathBuf), StoreError> {
-        let dir = parent_of(path);
-        let tmp = dir.join(format!("{TEMP_PREFIX}{}", Uuid::new_v4().simple()));
-        let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
-        let file = match create() {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(dir).map_err(|e| io_err("create directory", dir, e))?;
-                create()
-            }
-            other => other,
-        }
-        .map_err(|e| io_err("create", &tmp, e))?;
+        let tmp = parent_of(path).join(format!("{TEMP_PREFIX}{}", Uuid::new_v4().simple()));
+        let file = create_new_file(&tmp)?.ok_or_else(|| {
+            io_err(
+                "create",
+                &tmp,
+                std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            )
+        })?;
         Ok((file, tmp))
+    }
+}
+
+/// Creates `path` exclusively, creating its directory on first use;
+/// `None` if it already exists.
+fn create_new_file(path: &Path) -> Result<Option<File>, StoreError> {
+    let create = || OpenOptions::new().write(true).create_new(true).open(path);
+    let result = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = parent_of(path);
+            fs::create_dir_all(dir).map_err(|e| io_err("create directory", dir, e))?;
+            create()
+        }
+        other => other,
+    };
+    match result {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+        Err(e) => Err(io_err("create", path, e)),
     }
 }
 
@@ -204,6 +224,19 @@ impl ObjectStore for PosixStore {
         Ok(())
     }
 
+    fn put_new(&self, key: &ObjectKey, data: &[u8]) -> Result<bool, StoreError> {
+        let path = self.path_of(key)?;
+        let Some(mut file) = create_new_file(&path)? else {
+            return Ok(false);
+        };
+        if let Err(e) = file.write_all(data) {
+            // Do not leave a short object behind when we know it is short.
+            let _ = fs::remove_file(&path);
+            return Err(io_err("write", &path, e));
+        }
+        Ok(true)
+    }
+
     fn create(&self, key: &ObjectKey) -> Result<Box<dyn ObjectWriter>, StoreError> {
         let path = self.path_of(key)?;
         let (file, tmp) = Self::create_temp(&path)?;
@@ -257,6 +290,37 @@ impl ObjectStore for PosixStore {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("delete", &path, e)),
             _ => Ok(()),
         }
+    }
+
+    fn delete_if_untouched_since(
+        &self,
+        key: &ObjectKey,
+        cutoff: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let path = self.path_of(key)?;
+        let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified());
+        match modified(&path) {
+            Ok(time) if time < cutoff => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err("stat", &path, e)),
+        }
+        // Move it aside first: a touch after the move fails (its caller then
+        // writes the object anew), and a touch before the move shows in the
+        // moved file's time, in which case the object goes back.
+        let aside = parent_of(&path).join(format!("{TEMP_PREFIX}{}", Uuid::new_v4().simple()));
+        match fs::rename(&path, &aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err("move aside", &path, e)),
+        }
+        let touched = modified(&aside).map_err(|e| io_err("stat", &aside, e))? >= cutoff;
+        if touched {
+            fs::rename(&aside, &path).map_err(|e| io_err("move back", &path, e))?;
+            return Ok(false);
+        }
+        fs::remove_file(&aside).map_err(|e| io_err("delete", &aside, e))?;
+        Ok(true)
     }
 
     fn list(
@@ -339,9 +403,12 @@ impl ObjectStore for PosixStore {
                 if !name.starts_with(TEMP_PREFIX) {
                     continue;
                 }
-                let meta = entry.metadata().map_err(|e| io_err("stat", &entry.path(), e))?;
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| io_err("stat", &entry.path(), e))?;
                 if meta.modified().map(|m| m < older_than).unwrap_or(false) {
-                    fs::remove_file(entry.path()).map_err(|e| io_err("remove", &entry.path(), e))?;
+                    fs::remove_file(entry.path())
+                        .map_err(|e| io_err("remove", &entry.path(), e))?;
                     removed += 1;
                 }
             }
@@ -418,6 +485,14 @@ mod tests {
         let key = chunk_key("a");
         store.put(&key, b"hello").expect("put");
         store.put(&key, b"hello").expect("put is idempotent");
+        assert!(
+            !store.put_new(&key, b"other").expect("put_new"),
+            "put_new never replaces"
+        );
+        let fresh = chunk_key("d");
+        assert!(store.put_new(&fresh, b"new").expect("put_new"));
+        assert_eq!(store.get(&fresh).expect("get"), b"new");
+        store.delete(&fresh).expect("delete");
         assert_eq!(store.get(&key).expect("get"), b"hello");
         assert_eq!(store.get_range(&key, 1, 3).expect("range"), b"ell");
         assert_eq!(store.stat(&key).expect("stat").expect("exists").size, 5);
@@ -444,7 +519,9 @@ mod tests {
         writer.write_all(b"partial").expect("write");
         drop(writer);
         assert!(store.stat(&key).expect("stat").is_none());
-        let leftovers = fs::read_dir(dir.path().join("backups")).expect("dir").count();
+        let leftovers = fs::read_dir(dir.path().join("backups"))
+            .expect("dir")
+            .count();
         assert_eq!(leftovers, 0);
 
         let mut writer = store.create(&key).expect("create");
@@ -454,11 +531,34 @@ mod tests {
     }
 
     #[test]
+    fn conditional_delete_spares_touched_objects() {
+        let (_dir, store) = store();
+        let key = chunk_key("c");
+        store.put(&key, b"x").expect("put");
+        let before_put = SystemTime::now() - std::time::Duration::from_secs(3600);
+        assert!(!store
+            .delete_if_untouched_since(&key, before_put)
+            .expect("delete"));
+        assert!(store.stat(&key).expect("stat").is_some());
+        let after_put = SystemTime::now() + std::time::Duration::from_secs(3600);
+        assert!(store
+            .delete_if_untouched_since(&key, after_put)
+            .expect("delete"));
+        assert!(store.stat(&key).expect("stat").is_none());
+        assert!(!store
+            .delete_if_untouched_since(&key, after_put)
+            .expect("missing"));
+    }
+
+    #[test]
     fn bad_names_are_refused() {
         let (_dir, store) = store();
-        for name in ["", "../x", ".tmp-x", "a/b", "ab"] {
+        for name in ["", "../x", ".tmp-x", "a/b", "abc"] {
             let key = ObjectKey::new(ObjectKind::Chunk, name);
-            assert!(matches!(store.put(&key, b"x"), Err(StoreError::InvalidName(_))));
+            assert!(matches!(
+                store.put(&key, b"x"),
+                Err(StoreError::InvalidName(_))
+            ));
         }
     }
 
@@ -480,7 +580,7 @@ mod tests {
     fn stale_temporaries_are_swept() {
         let (dir, store) = store();
         store.put(&chunk_key("b"), b"x").expect("put");
-        let tmp = dir.path().join("chunks/bbbb/.tmp-leftover");
+        let tmp = dir.path().join("chunks/bbb/.tmp-leftover");
         fs::write(&tmp, b"torn").expect("write");
         let future = SystemTime::now() + std::time::Duration::from_secs(60);
         assert_eq!(store.remove_stale_temporaries(future).expect("sweep"), 1);

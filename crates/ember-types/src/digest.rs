@@ -76,7 +76,10 @@ mod tests {
     #[test]
     fn hex_round_trip() {
         let digest = ChunkDigest([0xab; 32]);
-        assert_eq!(digest.to_hex().parse::<ChunkDigest>().expect("parse"), digest);
+        assert_eq!(
+            digest.to_hex().parse::<ChunkDigest>().expect("parse"),
+            digest
+        );
         assert!(!digest.is_zero_chunk());
         assert!(ChunkDigest::ZERO_CHUNK.is_zero_chunk());
     }

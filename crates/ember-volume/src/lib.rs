@@ -75,7 +75,10 @@ impl VolumeError {
 }
 
 /// Determines what `meta` describes, or refuses it.
-pub(crate) fn kind_of(path: &std::path::Path, meta: &std::fs::Metadata) -> Result<VolumeKind, VolumeError> {
+pub(crate) fn kind_of(
+    path: &std::path::Path,
+    meta: &std::fs::Metadata,
+) -> Result<VolumeKind, VolumeError> {
     use std::os::unix::fs::FileTypeExt;
     let file_type = meta.file_type();
     if file_type.is_file() {

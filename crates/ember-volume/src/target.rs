@@ -44,7 +44,11 @@ impl Target {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let dir = final_path.parent().unwrap_or(Path::new("."));
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         let temp = dir.join(format!(
             ".{name}.ember-partial-{}",
             uuid::Uuid::new_v4().simple()
@@ -108,6 +112,11 @@ impl Target {
         self.final_path.is_some()
     }
 
+    /// Where the target is (for a new file, where it will appear).
+    pub fn path(&self) -> &Path {
+        self.final_path.as_deref().unwrap_or(&self.path)
+    }
+
     /// The target's size in bytes (at least the restored data's).
     pub fn size(&self) -> u64 {
         self.size
@@ -128,8 +137,12 @@ impl Target {
             return Ok(());
         }
         let flags = match self.kind {
-            VolumeKind::File => FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
-            VolumeKind::BlockDevice => FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            VolumeKind::File => {
+                FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE
+            }
+            VolumeKind::BlockDevice => {
+                FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE
+            }
         };
         match fallocate(self.file.as_raw_fd(), flags, offset as i64, len as i64) {
             Ok(()) => Ok(()),
@@ -189,7 +202,11 @@ mod tests {
         target.write_at(b"abc", 4096).expect("write");
         assert!(!path.exists());
         drop(target);
-        assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 0, "abandoned file removed");
+        assert_eq!(
+            fs::read_dir(dir.path()).expect("dir").count(),
+            0,
+            "abandoned file removed"
+        );
 
         let target = Target::create(&path, 1 << 20).expect("create");
         assert!(target.is_fresh());
@@ -198,7 +215,10 @@ mod tests {
         let meta = fs::metadata(&path).expect("meta");
         assert_eq!(meta.len(), 1 << 20);
         assert!(meta.blocks() * 512 < 1 << 20, "restored file stays sparse");
-        assert!(matches!(Target::create(&path, 1), Err(VolumeError::AlreadyExists(_))));
+        assert!(matches!(
+            Target::create(&path, 1),
+            Err(VolumeError::AlreadyExists(_))
+        ));
     }
 
     #[test]

@@ -1,0 +1,133 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ember_types::Codec;
+
+/// Ember backs up block volumes (raw images, block devices) into a
+/// deduplicating, verified repository and restores them.
+#[derive(Debug, Parser)]
+#[command(name = "ember", version, about)]
+pub struct Cli {
+    /// Repository directory (default: $EMBER_REPO, else ember/repo under the
+    /// user's data directory, created on first use).
+    #[arg(long, global = true, env = "EMBER_REPO", value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+
+    /// Print results as JSON, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Worker threads (default: one per core).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
+
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, show, restore and delete backups.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Create, verify and clean up the repository.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+}
+
+/// Backup commands.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Back up a raw image file or a block device; prints the new backup id
+    /// as the last line.
+    Create(CreateArgs),
+    /// List the backups in the repository, oldest first.
+    List,
+    /// Show one backup.
+    Show {
+        /// Backup id (or a unique prefix of it).
+        id: String,
+    },
+    /// Restore a backup into a new file, or into an existing file or block
+    /// device at least as large as the backed-up volume (anything beyond
+    /// is zeroed).
+    Restore {
+        /// Backup id (or a unique prefix of it).
+        id: String,
+        /// Where to restore.
+        target: PathBuf,
+    },
+    /// Delete a backup. Other backups, its descendants included, are not
+    /// affected; `repo gc` frees the space.
+    Delete {
+        /// Backup id (or a unique prefix of it).
+        id: String,
+    },
+}
+
+/// Arguments of `backup create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The volume: a raw image file or a block device.
+    pub source: PathBuf,
+    /// Incremental backup on top of PARENT_ID, or without an id on top of
+    /// the newest backup of the same source. Only changed chunks are stored.
+    #[arg(long, value_name = "PARENT_ID", num_args = 0..=1, default_missing_value = "")]
+    pub incremental: Option<String>,
+    /// Name to record with the backup.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Description to record with the backup.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Compression of new chunks: zstd, zlib, bz2 or none.
+    #[arg(long, default_value = "zstd")]
+    pub compression: Codec,
+    /// Compression level (zstd 1-19, zlib and bz2 1-9).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Chunk size in bytes for a full backup (a power of two, 4096 to
+    /// 67108864; default the repository's).
+    #[arg(long, value_name = "BYTES")]
+    pub chunk_size: Option<u32>,
+    /// Volume id to record (finds the parent of --incremental by volume
+    /// rather than by source path).
+    #[arg(long)]
+    pub volume_id: Option<String>,
+}
+
+/// Repository commands.
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Create a repository (done automatically on first backup).
+    Init {
+        /// Default chunk size in bytes for full backups.
+        #[arg(long, value_name = "BYTES")]
+        chunk_size: Option<u32>,
+    },
+    /// Read back every chunk (of the repository, or of one backup) and
+    /// report missing or damaged ones and the backups they affect.
+    Verify {
+        /// Only this backup.
+        #[arg(long, value_name = "ID")]
+        backup: Option<String>,
+    },
+    /// Remove chunks that no backup references.
+    Gc {
+        /// Keep unreferenced chunks written or used this recently (e.g.
+        /// "1h", "10m", "0s"); guards against clock skew on shared storage.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+        /// Report what would be removed without removing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}

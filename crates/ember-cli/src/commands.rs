@@ -1,0 +1,286 @@
+//! What each command does.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use ember_engine::{
+    run_backup, run_gc, run_restore, run_verify, validate_chunk_size, BackupRequest, CancelToken,
+    ParentChoice, Progress, Tuning, VerifyScope, DEFAULT_CHUNK_SIZE,
+};
+use ember_repo::Repository;
+use ember_store::PosixStore;
+use ember_volume::{Source, Target};
+use serde_json::json;
+
+use crate::args::{BackupCommand, Cli, Command, CreateArgs, RepoCommand};
+use crate::output;
+
+/// Exit status of `repo verify` when it finds damage.
+const EXIT_DAMAGE: u8 = 3;
+
+/// Settings every command shares.
+struct Context {
+    repo_path: PathBuf,
+    /// Whether the path was given (`--repo`/`$EMBER_REPO`) rather than the default.
+    explicit: bool,
+    json: bool,
+    quiet: bool,
+    tuning: Tuning,
+}
+
+impl Context {
+    /// Opens the repository. With `create`, or at the default location, a
+    /// missing repository is created; otherwise it is an error.
+    fn repository(&self, create: bool) -> anyhow::Result<Repository> {
+        let context = || format!("repository {}", self.repo_path.display());
+        if create || !self.explicit {
+            let store = PosixStore::create(&self.repo_path).with_context(context)?;
+            Ok(Repository::open_or_init(
+                Arc::new(store),
+                DEFAULT_CHUNK_SIZE,
+            )?)
+        } else {
+            let store = PosixStore::open(&self.repo_path).with_context(context)?;
+            Ok(Repository::open(Arc::new(store))?)
+        }
+    }
+
+    fn print(&self, json: serde_json::Value, human: impl FnOnce() -> String) {
+        if self.json {
+            println!("{json}");
+        } else {
+            let text = human();
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+        }
+    }
+}
+
+/// Runs the command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let explicit = cli.repo.is_some();
+    let repo_path = match cli.repo {
+        Some(path) => path,
+        None => dirs::data_dir()
+            .context("no data directory for this user; give --repo or set EMBER_REPO")?
+            .join("ember")
+            .join("repo"),
+    };
+    let mut tuning = Tuning::default();
+    if let Some(threads) = cli.threads {
+        tuning.threads = usize::from(threads);
+    }
+    let ctx = Context {
+        repo_path,
+        explicit,
+        json: cli.json,
+        quiet: cli.quiet,
+        tuning,
+    };
+    match cli.command {
+        Command::Backup(BackupCommand::Create(args)) => create(&ctx, args),
+        Command::Backup(BackupCommand::List) => list(&ctx),
+        Command::Backup(BackupCommand::Show { id }) => show(&ctx, &id),
+        Command::Backup(BackupCommand::Restore { id, target }) => restore(&ctx, &id, target),
+        Command::Backup(BackupCommand::Delete { id }) => delete(&ctx, &id),
+        Command::Repo(RepoCommand::Init { chunk_size }) => init(&ctx, chunk_size),
+        Command::Repo(RepoCommand::Verify { backup }) => verify(&ctx, backup.as_deref()),
+        Command::Repo(RepoCommand::Gc { grace, dry_run }) => gc(&ctx, grace, dry_run),
+    }
+}
+
+fn create(ctx: &Context, args: CreateArgs) -> anyhow::Result<ExitCode> {
+    if let Some(size) = args.chunk_size {
+        if args.incremental.is_some() {
+            bail!("--chunk-size applies to full backups only (an incremental uses its parent's)");
+        }
+        validate_chunk_size(size)?;
+    }
+    let source = Source::open(&args.source)?;
+    let label = std::fs::canonicalize(&args.source)
+        .unwrap_or_else(|_| args.source.clone())
+        .display()
+        .to_string();
+    let repo = ctx.repository(true)?;
+    let parent = match args.incremental.as_deref() {
+        None => ParentChoice::None,
+        Some("") => ParentChoice::Latest,
+        Some(id) => ParentChoice::Backup(repo.resolve_id(id)?),
+    };
+    let request = BackupRequest {
+        source_label: label,
+        volume_id: args.volume_id,
+        parent,
+        name: args.name,
+        description: args.description,
+        codec: args.compression,
+        level: args.level,
+        chunk_size: args.chunk_size,
+    };
+    let progress = Progress::new();
+    let started = Instant::now();
+    let info = output::with_progress("backup", ctx.quiet, true, &progress, || {
+        run_backup(
+            &repo,
+            &source,
+            &request,
+            ctx.tuning,
+            &progress,
+            &CancelToken::new(),
+        )
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    ctx.print(
+        json!({"id": info.id, "seconds": seconds, "backup": info}),
+        || {
+            let s = &info.stats;
+            format!(
+                "backed up {} in {seconds:.2} s: {} chunks new ({} stored), {} deduplicated, {} unchanged, {} zero\n{}",
+                output::bytes(info.volume_size),
+                s.new_chunks,
+                output::bytes(s.stored_bytes),
+                s.deduplicated_chunks,
+                s.unchanged_chunks,
+                s.zero_chunks,
+                info.id
+            )
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(ctx: &Context) -> anyhow::Result<ExitCode> {
+    let repo = ctx.repository(false)?;
+    let (backups, damaged) = repo.list_backups()?;
+    for (id, error) in &damaged {
+        eprintln!("ember: warning: backup {id} cannot be listed: {error}");
+    }
+    ctx.print(json!(backups), || output::backup_table(&backups));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(ctx: &Context, id: &str) -> anyhow::Result<ExitCode> {
+    let repo = ctx.repository(false)?;
+    let info = repo.backup_info(&repo.resolve_id(id)?)?;
+    ctx.print(json!(info), || output::backup_details(&info));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn restore(ctx: &Context, id: &str, target_path: PathBuf) -> anyhow::Result<ExitCode> {
+    let repo = ctx.repository(false)?;
+    let id = repo.resolve_id(id)?;
+    let info = repo.backup_info(&id)?;
+    let target = if target_path.exists() {
+        Target::open_existing(&target_path, info.volume_size)?
+    } else {
+        Target::create(&target_path, info.volume_size)?
+    };
+    let progress = Progress::new();
+    let started = Instant::now();
+    let report = output::with_progress("restore", ctx.quiet, true, &progress, || {
+        run_restore(
+            &repo,
+            &id,
+            target,
+            ctx.tuning,
+            &progress,
+            &CancelToken::new(),
+        )
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    ctx.print(json!({"seconds": seconds, "restore": report}), || {
+        format!(
+            "restored backup {id} ({}) into {} in {seconds:.2} s; every chunk verified",
+            output::bytes(report.volume_size),
+            target_path.display()
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn delete(ctx: &Context, id: &str) -> anyhow::Result<ExitCode> {
+    let repo = ctx.repository(false)?;
+    let id = repo.resolve_id(id)?;
+    repo.delete_backup(&id)?;
+    ctx.print(json!({"deleted": id}), || {
+        format!("deleted backup {id}; run `ember repo gc` to free its unshared chunks")
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init(ctx: &Context, chunk_size: Option<u32>) -> anyhow::Result<ExitCode> {
+    let chunk_size = chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE);
+    validate_chunk_size(chunk_size)?;
+    let store = PosixStore::create(&ctx.repo_path)
+        .with_context(|| format!("repository {}", ctx.repo_path.display()))?;
+    let repo = Repository::init(Arc::new(store), chunk_size)?;
+    ctx.print(json!(repo.config()), || {
+        format!(
+            "created repository {} (chunk size {} bytes)",
+            repo.location(),
+            chunk_size
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(ctx: &Context, backup: Option<&str>) -> anyhow::Result<ExitCode> {
+    let repo = ctx.repository(false)?;
+    let scope = match backup {
+        Some(id) => VerifyScope::Backup(repo.resolve_id(id)?),
+        None => VerifyScope::All,
+    };
+    let progress = Progress::new();
+    let report = output::with_progress("verify", ctx.quiet, false, &progress, || {
+        run_verify(&repo, scope, ctx.tuning, &progress)
+    })?;
+    ctx.print(json!(report), || {
+        let mut text = format!(
+            "checked {} backups, {} chunks: {}\n",
+            report.backups_checked,
+            report.chunks_checked,
+            if report.is_clean() {
+                "all intact"
+            } else {
+                "DAMAGE FOUND"
+            }
+        );
+        for bad in &report.bad_chunks {
+            text.push_str(&format!("chunk {}: {:?}\n", bad.digest, bad.problem));
+        }
+        for affected in &report.affected_backups {
+            text.push_str(&format!("backup {}: {}\n", affected.id, affected.reason));
+        }
+        text
+    });
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DAMAGE)
+    })
+}
+
+fn gc(ctx: &Context, grace: std::time::Duration, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let repo = ctx.repository(false)?;
+    let progress = Progress::new();
+    let report = output::with_progress("gc", ctx.quiet, false, &progress, || {
+        run_gc(&repo, grace, dry_run, &progress)
+    })?;
+    ctx.print(json!(report), || {
+        format!(
+            "{} backups use {} chunks; {} {} unreferenced chunks ({}); kept {} recent ones",
+            report.backups,
+            report.chunks_in_use,
+            if dry_run { "would remove" } else { "removed" },
+            report.chunks_removed,
+            output::bytes(report.bytes_removed),
+            report.chunks_kept_recent
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}

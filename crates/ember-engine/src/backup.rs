@@ -1,0 +1,382 @@
+//! The backup pipeline.
+//!
+//! ```text
+//! reader ──batches──▶ workers (×threads) ──digests──▶ collector ──▶ manifest
+//!   ▲  reads data regions only,     zero check, SHA-256, compare      in volume
+//!   │  attaches parent digests      with parent, dedup lookup,        order
+//!   └──────── buffer pool ◀──────── compress, store
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::Utc;
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use ember_format::{digest_of, is_all_zero, ChunkEncoder};
+use ember_repo::{ManifestEntries, Repository};
+use ember_types::{BackupId, BackupInfo, BackupStats, ChunkDigest, Codec};
+use ember_volume::Source;
+
+use crate::{validate_chunk_size, CancelToken, EngineError, Progress, Tuning};
+
+/// Which backup an incremental backup builds on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// A full backup: every changed chunk is looked up in the repository.
+    None,
+    /// The newest backup of the same volume (same `volume_id`, or else the
+    /// same source path); an error if there is none.
+    Latest,
+    /// This backup.
+    Backup(BackupId),
+}
+
+/// What to back up and how.
+#[derive(Clone, Debug)]
+pub struct BackupRequest {
+    /// How the source is recorded (its canonical path).
+    pub source_label: String,
+    /// Volume id of a caller that manages volumes; used to find the parent.
+    pub volume_id: Option<String>,
+    /// The parent, for an incremental backup.
+    pub parent: ParentChoice,
+    /// Name to record.
+    pub name: Option<String>,
+    /// Description to record.
+    pub description: Option<String>,
+    /// Codec for new chunks.
+    pub codec: Codec,
+    /// Compression level for the codec.
+    pub level: i32,
+    /// Chunk size for a full backup (default: the repository's);
+    /// incrementals use their parent's.
+    pub chunk_size: Option<u32>,
+}
+
+impl BackupRequest {
+    /// A full backup of `source_label` with default settings.
+    pub fn full(source_label: impl Into<String>) -> Self {
+        BackupRequest {
+            source_label: source_label.into(),
+            volume_id: None,
+            parent: ParentChoice::None,
+            name: None,
+            description: None,
+            codec: Codec::Zstd,
+            level: 1,
+            chunk_size: None,
+        }
+    }
+}
+
+/// One batch of consecutive chunks on its way through the pipeline.
+struct Batch {
+    first_index: u64,
+    /// Length of each chunk; the last chunk of the volume may be short.
+    chunk_size: usize,
+    data: Vec<u8>,
+    /// Per chunk: whether it lies wholly in a hole (not read).
+    holes: Vec<bool>,
+    /// Per chunk: the parent's digest at the same position, if any.
+    parent: Vec<Option<ChunkDigest>>,
+}
+
+/// A worker's answer for one batch.
+struct BatchDone {
+    first_index: u64,
+    bytes: u64,
+    digests: Vec<ChunkDigest>,
+    stats: BackupStats,
+}
+
+/// Backs up `source` into `repo` and returns the committed backup's record.
+///
+/// The backup becomes visible only once every chunk is durable and its
+/// manifest is committed; on any error or cancellation nothing is listed.
+pub fn run_backup(
+    repo: &Repository,
+    source: &Source,
+    request: &BackupRequest,
+    tuning: Tuning,
+    progress: &Progress,
+    cancel: &CancelToken,
+) -> Result<BackupInfo, EngineError> {
+    let started_at = Utc::now();
+    let id = BackupId::new_random();
+    let parent_id = find_parent(repo, request)?;
+    // The lease comes before the parent's manifest is opened, so garbage
+    // collection knows the parent's chunks are in use (docs/format.md).
+    let _lease = repo.lease_writer(id, parent_id)?;
+    let mut parent = parent_id.map(|p| repo.open_entries(&p)).transpose()?;
+    let chunk_size = match &parent {
+        Some(p) => p.info().chunk_size,
+        None => request.chunk_size.unwrap_or(repo.config().chunk_size),
+    };
+    validate_chunk_size(chunk_size)?;
+    // Surface a codec that cannot be set up before any thread starts.
+    ChunkEncoder::new(request.codec, request.level)
+        .map_err(|e| EngineError::InvalidOption(format!("compression: {e}")))?;
+
+    let size = source.size();
+    progress.set_total(size);
+    let mut manifest = repo.begin_manifest(&id)?;
+    let abort = AtomicBool::new(false);
+    let per_batch = tuning.chunks_per_batch(chunk_size);
+    let (work_tx, work_rx) = bounded::<Batch>(tuning.queue_depth());
+    let (done_tx, done_rx) = unbounded::<Result<BatchDone, EngineError>>();
+    let (pool_tx, pool_rx) = bounded::<Vec<u8>>(tuning.queue_depth() + tuning.threads + 1);
+    for _ in 0..tuning.queue_depth() + tuning.threads + 1 {
+        // Cannot fail: the pool has room for exactly these.
+        let _ = pool_tx.try_send(Vec::with_capacity(per_batch * chunk_size as usize));
+    }
+
+    let stats = std::thread::scope(|scope| {
+        for _ in 0..tuning.threads.max(1) {
+            let (work_rx, done_tx, pool_tx) = (work_rx.clone(), done_tx.clone(), pool_tx.clone());
+            let (abort, request) = (&abort, request);
+            scope.spawn(move || worker(repo, request, &work_rx, &done_tx, &pool_tx, abort));
+        }
+        drop((work_rx, pool_tx));
+        let reader_done = done_tx.clone();
+        let parent = parent.as_mut();
+        let abort_ref = &abort;
+        scope.spawn(move || {
+            let read = read_batches(
+                source, chunk_size, per_batch, parent, &work_tx, &pool_rx, abort_ref, cancel,
+            );
+            if let Err(e) = read {
+                let _ = reader_done.send(Err(e));
+            }
+        });
+        drop(done_tx);
+        let collected = collect(&done_rx, &mut manifest, progress);
+        if collected.is_err() {
+            abort.store(true, Ordering::Relaxed);
+        }
+        collected
+    })?;
+    if cancel.is_cancelled() {
+        return Err(EngineError::Cancelled);
+    }
+    let info = BackupInfo {
+        id,
+        parent: parent_id,
+        name: request.name.clone(),
+        description: request.description.clone(),
+        source: request.source_label.clone(),
+        volume_id: request.volume_id.clone(),
+        volume_size: size,
+        chunk_size,
+        codec: request.codec,
+        started_at,
+        completed_at: Utc::now(),
+        stats,
+    };
+    manifest.commit(repo, info.clone())?;
+    Ok(info)
+}
+
+fn find_parent(
+    repo: &Repository,
+    request: &BackupRequest,
+) -> Result<Option<BackupId>, EngineError> {
+    match &request.parent {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Backup(id) => {
+            // Fails with a clear error if it does not exist.
+            repo.backup_info(id)?;
+            Ok(Some(*id))
+        }
+        ParentChoice::Latest => {
+            let (backups, _damaged) = repo.list_backups()?;
+            let same_volume = |b: &BackupInfo| match &request.volume_id {
+                Some(volume) => b.volume_id.as_ref() == Some(volume),
+                None => b.source == request.source_label,
+            };
+            backups
+                .iter()
+                .filter(|b| same_volume(b))
+                .max_by_key(|b| (b.started_at, b.id))
+                .map(|b| Some(b.id))
+                .ok_or_else(|| EngineError::NoParent(request.source_label.clone()))
+        }
+    }
+}
+
+/// Reads the volume in batches, skipping holes, and pairs each chunk with
+/// the parent's digest at the same position.
+#[allow(clippy::too_many_arguments)]
+fn read_batches(
+    source: &Source,
+    chunk_size: u32,
+    per_batch: usize,
+    mut parent: Option<&mut ManifestEntries>,
+    work_tx: &Sender<Batch>,
+    pool_rx: &Receiver<Vec<u8>>,
+    abort: &AtomicBool,
+    cancel: &CancelToken,
+) -> Result<(), EngineError> {
+    let size = source.size();
+    let chunk = u64::from(chunk_size);
+    let mut region = source.next_data(0)?;
+    let mut offset = 0u64;
+    let mut index = 0u64;
+    while offset < size {
+        if cancel.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        if abort.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let Ok(mut data) = pool_rx.recv() else {
+            return Ok(());
+        };
+        let batch_len = (size - offset).min(chunk * per_batch as u64);
+        data.clear();
+        data.resize(batch_len as usize, 0);
+        let chunks = batch_len.div_ceil(chunk) as usize;
+        let mut holes = Vec::with_capacity(chunks);
+        let mut parent_digests = Vec::with_capacity(chunks);
+        for i in 0..chunks {
+            let start = offset + i as u64 * chunk;
+            let end = (start + chunk).min(size);
+            while let Some((_, region_end)) = region {
+                if region_end > start {
+                    break;
+                }
+                region = source.next_data(start)?;
+            }
+            let has_data = matches!(region, Some((region_start, _)) if region_start < end);
+            holes.push(!has_data);
+            if has_data {
+                let at = (start - offset) as usize;
+                source.read_at(&mut data[at..at + (end - start) as usize], start)?;
+            }
+            parent_digests.push(match parent.as_deref_mut() {
+                Some(entries) => entries.next_digest()?,
+                None => None,
+            });
+        }
+        let batch = Batch {
+            first_index: index,
+            chunk_size: chunk_size as usize,
+            data,
+            holes,
+            parent: parent_digests,
+        };
+        if work_tx.send(batch).is_err() {
+            return Ok(());
+        }
+        offset += batch_len;
+        index += chunks as u64;
+    }
+    Ok(())
+}
+
+fn worker(
+    repo: &Repository,
+    request: &BackupRequest,
+    work_rx: &Receiver<Batch>,
+    done_tx: &Sender<Result<BatchDone, EngineError>>,
+    pool_tx: &Sender<Vec<u8>>,
+    abort: &AtomicBool,
+) {
+    let mut encoder = match ChunkEncoder::new(request.codec, request.level) {
+        Ok(encoder) => encoder,
+        Err(e) => {
+            let _ = done_tx.send(Err(EngineError::InvalidOption(format!("compression: {e}"))));
+            return;
+        }
+    };
+    for batch in work_rx {
+        if abort.load(Ordering::Relaxed) {
+            return;
+        }
+        let result = process_batch(repo, &mut encoder, &batch);
+        let _ = pool_tx.try_send(batch.data);
+        if done_tx.send(result).is_err() {
+            return;
+        }
+    }
+}
+
+fn process_batch(
+    repo: &Repository,
+    encoder: &mut ChunkEncoder,
+    batch: &Batch,
+) -> Result<BatchDone, EngineError> {
+    let mut stats = BackupStats::default();
+    let mut digests = Vec::with_capacity(batch.holes.len());
+    for (i, data) in batch.data.chunks(batch.chunk_size).enumerate() {
+        if batch.holes[i] || is_all_zero(data) {
+            stats.zero_chunks += 1;
+            digests.push(ChunkDigest::ZERO_CHUNK);
+            if !batch.holes[i] {
+                stats.bytes_read += data.len() as u64;
+            }
+            continue;
+        }
+        stats.bytes_read += data.len() as u64;
+        let digest = digest_of(data);
+        if batch.parent[i] == Some(digest) {
+            stats.unchanged_chunks += 1;
+        } else if repo.reuse_chunk(&digest)? {
+            stats.deduplicated_chunks += 1;
+        } else {
+            let encoded = encoder.encode(data);
+            if repo.put_chunk(&digest, &encoded.frame)? {
+                stats.new_chunks += 1;
+                stats.new_bytes += data.len() as u64;
+                stats.stored_bytes += encoded.frame.len() as u64;
+            } else {
+                stats.deduplicated_chunks += 1;
+            }
+        }
+        digests.push(digest);
+    }
+    Ok(BatchDone {
+        first_index: batch.first_index,
+        bytes: batch.data.len() as u64,
+        digests,
+        stats,
+    })
+}
+
+/// Puts the workers' answers back in volume order and streams the digests
+/// into the manifest.
+fn collect(
+    done_rx: &Receiver<Result<BatchDone, EngineError>>,
+    manifest: &mut ember_repo::PendingManifest,
+    progress: &Progress,
+) -> Result<BackupStats, EngineError> {
+    let mut waiting = BTreeMap::new();
+    let mut next_index = 0u64;
+    let mut total = BackupStats::default();
+    for result in done_rx {
+        let done = result?;
+        waiting.insert(done.first_index, done);
+        while let Some(done) = waiting.remove(&next_index) {
+            for digest in &done.digests {
+                manifest.push(digest)?;
+            }
+            next_index += done.digests.len() as u64;
+            add_stats(&mut total, &done.stats);
+            progress.advance(done.bytes);
+        }
+    }
+    if !waiting.is_empty() {
+        // A batch went missing: a worker died without reporting.
+        return Err(EngineError::WorkerPanicked);
+    }
+    Ok(total)
+}
+
+fn add_stats(total: &mut BackupStats, part: &BackupStats) {
+    total.zero_chunks += part.zero_chunks;
+    total.unchanged_chunks += part.unchanged_chunks;
+    total.deduplicated_chunks += part.deduplicated_chunks;
+    total.new_chunks += part.new_chunks;
+    total.bytes_read += part.bytes_read;
+    total.new_bytes += part.new_bytes;
+    total.stored_bytes += part.stored_bytes;
+}

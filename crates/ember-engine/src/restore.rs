@@ -1,0 +1,246 @@
+//! The restore pipeline.
+//!
+//! ```text
+//! manifest ──batches of digests──▶ workers (×threads): fetch, check CRC,
+//!                                  decompress, check SHA-256, write runs,
+//!                                  zero holes (skipped on a fresh target)
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crossbeam_channel::{bounded, Receiver};
+use ember_format::ChunkDecoder;
+use ember_repo::Repository;
+use ember_types::{BackupId, ChunkDigest};
+use ember_volume::Target;
+use serde::Serialize;
+
+use crate::{CancelToken, EngineError, Progress, Tuning};
+
+/// What a restore did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RestoreReport {
+    /// The backup restored.
+    pub backup: Option<BackupId>,
+    /// Bytes of volume restored (the backup's volume size).
+    pub volume_size: u64,
+    /// Chunks fetched, verified and written.
+    pub data_chunks: u64,
+    /// Chunks of zeros (holes; not written to a fresh target).
+    pub zero_chunks: u64,
+}
+
+struct RestoreBatch {
+    first_index: u64,
+    digests: Vec<ChunkDigest>,
+}
+
+/// Restores backup `id` into `target`, verifying every chunk against its
+/// digest, then makes the target durable (a new file appears only then).
+/// On error the target is abandoned: a new file is removed.
+pub fn run_restore(
+    repo: &Repository,
+    id: &BackupId,
+    target: Target,
+    tuning: Tuning,
+    progress: &Progress,
+    cancel: &CancelToken,
+) -> Result<RestoreReport, EngineError> {
+    let mut entries = repo.open_entries(id)?;
+    let info = entries.info().clone();
+    if target.size() < info.volume_size {
+        return Err(EngineError::Volume(ember_volume::VolumeError::TooSmall {
+            path: target.path().to_path_buf(),
+            target_size: target.size(),
+            needed: info.volume_size,
+        }));
+    }
+    progress.set_total(info.volume_size);
+    let per_batch = tuning.chunks_per_batch(info.chunk_size);
+    let (work_tx, work_rx) = bounded::<RestoreBatch>(tuning.queue_depth());
+    let failure: Mutex<Option<EngineError>> = Mutex::new(None);
+    let abort = AtomicBool::new(false);
+    let fail = |error: EngineError| {
+        abort.store(true, Ordering::Relaxed);
+        let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(error);
+    };
+    let job = Job {
+        repo,
+        info: &info,
+        target: &target,
+        progress,
+    };
+
+    let counts = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..tuning.threads.max(1))
+            .map(|_| {
+                let work_rx = work_rx.clone();
+                let (job, abort, fail) = (&job, &abort, &fail);
+                scope.spawn(move || restore_worker(job, &work_rx, abort, fail))
+            })
+            .collect();
+        drop(work_rx);
+        let mut index = 0u64;
+        'feed: while !abort.load(Ordering::Relaxed) {
+            if cancel.is_cancelled() {
+                fail(EngineError::Cancelled);
+                break;
+            }
+            let mut digests = Vec::with_capacity(per_batch);
+            while digests.len() < per_batch {
+                match entries.next_digest() {
+                    Ok(Some(digest)) => digests.push(digest),
+                    Ok(None) => break,
+                    Err(e) => {
+                        fail(e.into());
+                        break 'feed;
+                    }
+                }
+            }
+            if digests.is_empty() {
+                break;
+            }
+            let count = digests.len() as u64;
+            if work_tx
+                .send(RestoreBatch {
+                    first_index: index,
+                    digests,
+                })
+                .is_err()
+            {
+                break;
+            }
+            index += count;
+        }
+        drop(work_tx);
+        let mut counts = (0u64, 0u64);
+        for handle in workers {
+            match handle.join() {
+                Ok((data, zero)) => {
+                    counts.0 += data;
+                    counts.1 += zero;
+                }
+                Err(_) => fail(EngineError::WorkerPanicked),
+            }
+        }
+        counts
+    });
+    if let Some(error) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(error);
+    }
+    target.finish()?;
+    Ok(RestoreReport {
+        backup: Some(*id),
+        volume_size: info.volume_size,
+        data_chunks: counts.0,
+        zero_chunks: counts.1,
+    })
+}
+
+/// What every restore worker shares.
+struct Job<'a> {
+    repo: &'a Repository,
+    info: &'a ember_types::BackupInfo,
+    target: &'a Target,
+    progress: &'a Progress,
+}
+
+/// Restores batches until the feed ends; returns (data, zero) chunk counts.
+fn restore_worker(
+    job: &Job<'_>,
+    work_rx: &Receiver<RestoreBatch>,
+    abort: &AtomicBool,
+    fail: &(dyn Fn(EngineError) + Sync),
+) -> (u64, u64) {
+    let mut decoder = match ChunkDecoder::new() {
+        Ok(decoder) => decoder,
+        Err(e) => {
+            fail(EngineError::InvalidOption(format!("decompression: {e}")));
+            return (0, 0);
+        }
+    };
+    let mut run = Vec::new();
+    let mut plain = Vec::new();
+    let mut counts = (0, 0);
+    for batch in work_rx {
+        if abort.load(Ordering::Relaxed) {
+            break;
+        }
+        match restore_batch(job, &batch, &mut decoder, &mut run, &mut plain) {
+            Ok((data, zero)) => {
+                counts.0 += data;
+                counts.1 += zero;
+            }
+            Err(e) => {
+                fail(e);
+                break;
+            }
+        }
+    }
+    counts
+}
+
+/// Writes one batch: each run of data chunks with one write, each run of
+/// zero chunks with one zeroing call.
+fn restore_batch(
+    job: &Job<'_>,
+    batch: &RestoreBatch,
+    decoder: &mut ChunkDecoder,
+    run: &mut Vec<u8>,
+    plain: &mut Vec<u8>,
+) -> Result<(u64, u64), EngineError> {
+    let chunk = u64::from(job.info.chunk_size);
+    let size = job.info.volume_size;
+    let batch_start = batch.first_index * chunk;
+    let batch_end = (batch_start + batch.digests.len() as u64 * chunk).min(size);
+    let (mut data_chunks, mut zero_chunks) = (0, 0);
+    let mut i = 0;
+    while i < batch.digests.len() {
+        let zero = batch.digests[i].is_zero_chunk();
+        let run_start = batch_start + i as u64 * chunk;
+        run.clear();
+        while i < batch.digests.len() && batch.digests[i].is_zero_chunk() == zero {
+            if !zero {
+                let index = batch.first_index + i as u64;
+                job.repo
+                    .read_chunk(&batch.digests[i], decoder, plain)
+                    .map_err(|source| EngineError::BadChunk {
+                        backup: job.info.id,
+                        index,
+                        offset: index * chunk,
+                        source,
+                    })?;
+                let expected = (size - index * chunk).min(chunk);
+                if plain.len() as u64 != expected {
+                    return Err(EngineError::BadChunk {
+                        backup: job.info.id,
+                        index,
+                        offset: index * chunk,
+                        source: ember_repo::RepoError::DamagedChunk {
+                            digest: batch.digests[i],
+                            source: ember_format::ChunkError::LengthMismatch {
+                                expected: expected as usize,
+                                actual: plain.len(),
+                            },
+                        },
+                    });
+                }
+                run.extend_from_slice(plain);
+                data_chunks += 1;
+            } else {
+                zero_chunks += 1;
+            }
+            i += 1;
+        }
+        let run_end = (batch_start + i as u64 * chunk).min(batch_end);
+        if zero {
+            job.target.zero(run_start, run_end - run_start)?;
+        } else {
+            job.target.write_at(run, run_start)?;
+        }
+    }
+    job.progress.advance(batch_end - batch_start);
+    Ok((data_chunks, zero_chunks))
+}
