@@ -156,8 +156,9 @@ fn create(ctx: &Context, args: CreateArgs) -> anyhow::Result<ExitCode> {
 
 fn list(ctx: &Context) -> anyhow::Result<ExitCode> {
     let repo = ctx.repository(false)?;
-    let (backups, damaged) = repo.list_backups()?;
-    for (id, error) in &damaged {
+    let listing = repo.list_backups()?;
+    let backups = listing.backups;
+    for (id, error) in &listing.damaged {
         eprintln!("ember: warning: backup {id} cannot be listed: {error}");
     }
     ctx.print(json!(backups), || output::backup_table(&backups));

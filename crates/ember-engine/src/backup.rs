@@ -188,7 +188,7 @@ fn find_parent(
             Ok(Some(*id))
         }
         ParentChoice::Latest => {
-            let (backups, _damaged) = repo.list_backups()?;
+            let backups = repo.list_backups()?.backups;
             let same_volume = |b: &BackupInfo| match &request.volume_id {
                 Some(volume) => b.volume_id.as_ref() == Some(volume),
                 None => b.source == request.source_label,

@@ -16,4 +16,4 @@ mod repository;
 pub use config::RepoConfig;
 pub use error::RepoError;
 pub use lease::{WriterInfo, WriterLease};
-pub use repository::{ManifestEntries, PendingManifest, Repository};
+pub use repository::{BackupListing, ManifestEntries, PendingManifest, Repository};

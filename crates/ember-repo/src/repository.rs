@@ -249,7 +249,7 @@ impl Repository {
 
     /// Every committed backup, oldest first, and the manifests that could
     /// not be read (with why).
-    pub fn list_backups(&self) -> Result<(Vec<BackupInfo>, Vec<(BackupId, RepoError)>), RepoError> {
+    pub fn list_backups(&self) -> Result<BackupListing, RepoError> {
         let mut backups = Vec::new();
         let mut damaged = Vec::new();
         for id in self.backup_ids()? {
@@ -262,7 +262,7 @@ impl Repository {
             }
         }
         backups.sort_by_key(|b| (b.started_at, b.id));
-        Ok((backups, damaged))
+        Ok(BackupListing { backups, damaged })
     }
 
     /// Opens backup `id`'s chunk list after checking the whole manifest's
@@ -307,6 +307,14 @@ impl Repository {
             (None, _) => Err(RepoError::BackupNotFound(text)),
         }
     }
+}
+
+/// What listing the repository's backups found.
+pub struct BackupListing {
+    /// Readable backups, oldest first.
+    pub backups: Vec<BackupInfo>,
+    /// Backups whose manifest cannot be read, with why.
+    pub damaged: Vec<(BackupId, RepoError)>,
 }
 
 /// A manifest being written. Nothing is visible until [`PendingManifest::commit`].

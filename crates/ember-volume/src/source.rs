@@ -104,7 +104,7 @@ mod tests {
         assert_eq!(source.size(), 64 << 20);
         assert_eq!(source.kind(), VolumeKind::File);
         let (start, end) = source.next_data(0).expect("seek").expect("data");
-        assert!(start <= 32 << 20 && end >= (32 << 20) + 4096 && end < 64 << 20);
+        assert!(start <= 32 << 20 && ((32 << 20) + 4096..64 << 20).contains(&end));
         assert!(start > 0, "the leading hole is skipped");
         assert_eq!(source.next_data(end).expect("seek"), None);
         let mut buf = [0u8; 4];
