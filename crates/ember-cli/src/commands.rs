@@ -254,6 +254,12 @@ fn verify(ctx: &Context, backup: Option<&str>) -> anyhow::Result<ExitCode> {
         for bad in &report.bad_chunks {
             text.push_str(&format!("chunk {}: {:?}\n", bad.digest, bad.problem));
         }
+        if !report.bad_unreferenced_chunks.is_empty() {
+            text.push_str(&format!(
+                "{} damaged chunks are referenced by no backup (left by an interrupted backup; `ember repo gc` removes them)\n",
+                report.bad_unreferenced_chunks.len()
+            ));
+        }
         for affected in &report.affected_backups {
             text.push_str(&format!("backup {}: {}\n", affected.id, affected.reason));
         }

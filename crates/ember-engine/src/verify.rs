@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use ember_format::ChunkDecoder;
 use ember_repo::{RepoError, Repository};
 use ember_store::ObjectKind;
@@ -59,14 +59,17 @@ pub struct VerifyReport {
     pub backups_checked: u64,
     /// Distinct chunks read and proven (or found bad).
     pub chunks_checked: u64,
-    /// Chunks missing or damaged.
+    /// Chunks referenced by a backup that are missing or damaged.
     pub bad_chunks: Vec<BadChunk>,
+    /// Damaged chunks no backup references (left by an interrupted backup;
+    /// harmless, `repo gc` removes them).
+    pub bad_unreferenced_chunks: Vec<BadChunk>,
     /// Backups that cannot be restored intact, with why.
     pub affected_backups: Vec<AffectedBackup>,
 }
 
 impl VerifyReport {
-    /// Whether nothing is wrong.
+    /// Whether every backup can be restored intact.
     pub fn is_clean(&self) -> bool {
         self.bad_chunks.is_empty() && self.affected_backups.is_empty()
     }
@@ -92,7 +95,8 @@ pub fn run_verify(
     let mut report = VerifyReport::default();
     let mut damaged_manifests = Vec::new();
     let bad: Mutex<HashMap<ChunkDigest, ChunkProblem>> = Mutex::new(HashMap::new());
-    let mut seen: HashSet<ChunkDigest> = HashSet::new();
+    let mut referenced: HashSet<ChunkDigest> = HashSet::new();
+    let mut unreferenced: HashSet<ChunkDigest> = HashSet::new();
     let (work_tx, work_rx) = bounded::<Vec<ChunkDigest>>(tuning.queue_depth());
 
     std::thread::scope(|threads| -> Result<(), EngineError> {
@@ -101,16 +105,11 @@ pub fn run_verify(
             threads.spawn(move || verify_worker(repo, &work_rx, bad, progress));
         }
         drop(work_rx);
-        let mut batch = Vec::with_capacity(VERIFY_BATCH);
-        let mut queue = |digest: ChunkDigest, batch: &mut Vec<ChunkDigest>| {
-            if digest.is_zero_chunk() || !seen.insert(digest) {
-                return;
-            }
-            progress.set_total(seen.len() as u64);
-            batch.push(digest);
-            if batch.len() == VERIFY_BATCH {
-                let _ = work_tx.send(std::mem::replace(batch, Vec::with_capacity(VERIFY_BATCH)));
-            }
+        let mut feeder = Feeder {
+            work_tx,
+            batch: Vec::with_capacity(VERIFY_BATCH),
+            queued: 0,
+            progress,
         };
         for id in &ids {
             let mut entries = match repo.open_entries(id) {
@@ -125,7 +124,10 @@ pub fn run_verify(
             report.backups_checked += 1;
             loop {
                 match entries.next_digest() {
-                    Ok(Some(digest)) => queue(digest, &mut batch),
+                    Ok(Some(digest)) if !digest.is_zero_chunk() && referenced.insert(digest) => {
+                        feeder.queue(digest)
+                    }
+                    Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(e) => {
                         damaged_manifests.push((*id, e.to_string()));
@@ -135,25 +137,23 @@ pub fn run_verify(
             }
         }
         if scope == VerifyScope::All {
-            let mut stored = Vec::new();
             repo.store().list(ObjectKind::Chunk, &mut |meta| {
                 if let Ok(digest) = meta.name.parse::<ChunkDigest>() {
-                    stored.push(digest);
+                    if !referenced.contains(&digest) {
+                        unreferenced.insert(digest);
+                    }
                 }
                 Ok(())
             })?;
-            for digest in stored {
-                queue(digest, &mut batch);
+            for digest in &unreferenced {
+                feeder.queue(*digest);
             }
         }
-        if !batch.is_empty() {
-            let _ = work_tx.send(batch);
-        }
-        drop(work_tx);
+        feeder.flush();
         Ok(())
     })?;
 
-    report.chunks_checked = seen.len() as u64;
+    report.chunks_checked = (referenced.len() + unreferenced.len()) as u64;
     let bad = bad.into_inner().unwrap_or_else(|p| p.into_inner());
     for (id, reason) in damaged_manifests {
         report.affected_backups.push(AffectedBackup {
@@ -161,11 +161,9 @@ pub fn run_verify(
             reason: format!("manifest damaged: {reason}"),
         });
     }
-    if !bad.is_empty() {
+    if bad.keys().any(|digest| referenced.contains(digest)) {
         for id in &ids {
-            let Ok(mut entries) = repo.open_entries(id) else {
-                continue;
-            };
+            let Ok(mut entries) = repo.open_entries(id) else { continue };
             let mut count = 0u64;
             while let Ok(Some(digest)) = entries.next_digest() {
                 count += u64::from(bad.contains_key(&digest));
@@ -178,13 +176,44 @@ pub fn run_verify(
             }
         }
     }
-    let mut bad: Vec<BadChunk> = bad
-        .into_iter()
-        .map(|(digest, problem)| BadChunk { digest, problem })
-        .collect();
-    bad.sort_by_key(|b| b.digest);
-    report.bad_chunks = bad;
+    for (digest, problem) in bad {
+        let list = if referenced.contains(&digest) {
+            &mut report.bad_chunks
+        } else {
+            &mut report.bad_unreferenced_chunks
+        };
+        list.push(BadChunk { digest, problem });
+    }
+    report.bad_chunks.sort_by_key(|b| b.digest);
+    report.bad_unreferenced_chunks.sort_by_key(|b| b.digest);
     Ok(report)
+}
+
+/// Hands digests to the verify workers in batches.
+struct Feeder<'a> {
+    work_tx: Sender<Vec<ChunkDigest>>,
+    batch: Vec<ChunkDigest>,
+    queued: u64,
+    progress: &'a Progress,
+}
+
+impl Feeder<'_> {
+    fn queue(&mut self, digest: ChunkDigest) {
+        self.queued += 1;
+        self.progress.set_total(self.queued);
+        self.batch.push(digest);
+        if self.batch.len() == VERIFY_BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(VERIFY_BATCH));
+            // Fails only if every worker is gone, which only a panic does.
+            let _ = self.work_tx.send(batch);
+        }
+    }
 }
 
 fn verify_worker(
