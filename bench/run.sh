@@ -58,7 +58,7 @@ if has_tool ember; then
   EMBER_RESTORE_CMD="$E --repo {repo} backup restore {backup} {out} -q"
   EMBER_VERSION="$("$EMBER" --version 2>/dev/null || echo ember)"
   EMBER_COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  git -C "$ROOT" diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || EMBER_COMMIT="$EMBER_COMMIT+dirty"
+  [ -z "$(git -C "$ROOT" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null)" ] || EMBER_COMMIT="$EMBER_COMMIT+dirty"
   [ -z "${EMBER_BIN:-}" ] || EMBER_COMMIT="$EMBER_COMMIT (EMBER_BIN=$EMBER)"
   export EMBER_BACKUP_CMD EMBER_INCR_CMD EMBER_RESTORE_CMD
   log "ember: $EMBER ($EMBER_VERSION, $EMBER_COMMIT)"
