@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""Fails if a workspace crate depends on a crate of its own layer or above.
+
+Layers, bottom-up (docs/architecture.md): types, then format / store /
+volume (side by side, independent of each other), then repo, then engine,
+then the interfaces (cli).
+"""
+import json
+import subprocess
+import sys
+
+LAYER = {
+    "ember-types": 0,
+    "ember-format": 1,
+    "ember-store": 1,
+    "ember-volume": 1,
+    "ember-repo": 2,
+    "ember-engine": 3,
+    "ember-cli": 4,
+}
+
+meta = json.loads(
+    subprocess.check_output(["cargo", "metadata", "--format-version", "1", "--no-deps"])
+)
+errors = []
+for package in meta["packages"]:
+    name = package["name"]
+    if name not in LAYER:
+        errors.append(f"{name}: not assigned to a layer in scripts/check_layers.py")
+        continue
+    for dep in package["dependencies"]:
+        if dep["kind"] == "dev":
+            continue
+        target = dep["name"]
+        if target in LAYER and LAYER[target] >= LAYER[name]:
+            errors.append(f"{name} (layer {LAYER[name]}) must not depend on {target} (layer {LAYER[target]})")
+for error in errors:
+    print(f"layer check: {error}", file=sys.stderr)
+sys.exit(1 if errors else 0)

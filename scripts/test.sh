@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace: formatting, lints, the layer
+# rules, and the unit and integration tests (real repositories on disk, the
+# real `ember` binary, loop block devices when run as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+python3 scripts/check_layers.py
+if [ "$(id -u)" = 0 ]; then
+  # As root the loop-device test must run, never skip.
+  export EMBER_REQUIRE_LOOP=1
+fi
+cargo test --workspace
