@@ -6,7 +6,10 @@ use std::time::Duration;
 
 fn ember_command(home: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ember"));
-    command.env_remove("EMBER_REPO").env("HOME", home).env("XDG_DATA_HOME", home.join("data"));
+    command
+        .env_remove("EMBER_REPO")
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("data"));
     command
 }
 
@@ -32,7 +35,12 @@ fn ok(output: Output) -> Output {
 
 /// The id printed on the last line of a backup.
 fn backup_id(output: &Output) -> String {
-    stdout(output).lines().last().expect("a last line").trim().to_string()
+    stdout(output)
+        .lines()
+        .last()
+        .expect("a last line")
+        .trim()
+        .to_string()
 }
 
 fn noise(seed: u64, len: usize) -> Vec<u8> {
@@ -55,7 +63,12 @@ fn volume(seed: u64, len: usize) -> Vec<u8> {
         let take = (64 * 1024).min(len - data.len());
         match run % 4 {
             0 | 1 => data.extend(noise(seed * 7919 + run, take)),
-            2 => data.extend(b"a line of text that compresses\n".iter().cycle().take(take)),
+            2 => data.extend(
+                b"a line of text that compresses\n"
+                    .iter()
+                    .cycle()
+                    .take(take),
+            ),
             _ => data.extend(std::iter::repeat_n(0u8, take)),
         }
         run += 1;
@@ -98,13 +111,28 @@ fn back_up_incrementally_restore_delete_and_collect() {
     let mut data = volume(1, 4 << 20);
     std::fs::write(&vol, &data).expect("write");
 
-    let full = ok(ember(&repo, &["backup", "create", vol.to_str().expect("utf8"), "--name", "first"]));
+    let full = ok(ember(
+        &repo,
+        &[
+            "backup",
+            "create",
+            vol.to_str().expect("utf8"),
+            "--name",
+            "first",
+        ],
+    ));
     let full_id = backup_id(&full);
     data[100_000..104_096].copy_from_slice(&noise(2, 4096));
     std::fs::write(&vol, &data).expect("write");
     let incr = ok(ember(
         &repo,
-        &["--json", "backup", "create", vol.to_str().expect("utf8"), "--incremental"],
+        &[
+            "--json",
+            "backup",
+            "create",
+            vol.to_str().expect("utf8"),
+            "--incremental",
+        ],
     ));
     let record: serde_json::Value = serde_json::from_str(stdout(&incr).trim()).expect("json line");
     let incr_id = record["id"].as_str().expect("id").to_string();
@@ -116,13 +144,19 @@ fn back_up_incrementally_restore_delete_and_collect() {
     assert!(stdout(&show).contains("first"));
 
     let out = dir.path().join("out.img");
-    ok(ember(&repo, &["backup", "restore", &incr_id, out.to_str().expect("utf8")]));
+    ok(ember(
+        &repo,
+        &["backup", "restore", &incr_id, out.to_str().expect("utf8")],
+    ));
     assert!(std::fs::read(&out).expect("read") == data);
 
     ok(ember(&repo, &["backup", "delete", &full_id]));
     ok(ember(&repo, &["repo", "gc", "--grace", "0s"]));
     std::fs::remove_file(&out).expect("remove");
-    ok(ember(&repo, &["backup", "restore", &incr_id, out.to_str().expect("utf8")]));
+    ok(ember(
+        &repo,
+        &["backup", "restore", &incr_id, out.to_str().expect("utf8")],
+    ));
     assert!(std::fs::read(&out).expect("read") == data);
     let verify = ok(ember(&repo, &["--json", "repo", "verify"]));
     let report: serde_json::Value = serde_json::from_slice(&verify.stdout).expect("json");
@@ -142,7 +176,10 @@ fn default_repository_is_created_under_the_user_data_directory() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(home.path().join("data/ember/repo/config").is_file());
     let id = backup_id(&output);
-    let list = ember_command(home.path()).args(["backup", "list"]).output().expect("run");
+    let list = ember_command(home.path())
+        .args(["backup", "list"])
+        .output()
+        .expect("run");
     assert!(stdout(&list).contains(&id));
 }
 
@@ -154,7 +191,10 @@ fn bad_input_gets_one_clear_error_and_changes_nothing() {
     let repo = dir.path().join("repo");
     let vol = dir.path().join("vol.img");
     std::fs::write(&vol, volume(4, 1 << 20)).expect("write");
-    let id = backup_id(&ok(ember(&repo, &["backup", "create", vol.to_str().expect("utf8")])));
+    let id = backup_id(&ok(ember(
+        &repo,
+        &["backup", "create", vol.to_str().expect("utf8")],
+    )));
     let small = dir.path().join("small.img");
     std::fs::write(&small, [7u8; 4096]).expect("write");
     let not_a_repo = dir.path().join("empty");
@@ -162,38 +202,112 @@ fn bad_input_gets_one_clear_error_and_changes_nothing() {
     let unknown = "00000000-0000-4000-8000-000000000000";
     let missing = dir.path().join("missing.img");
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
-        (vec!["backup", "create", missing.to_str().expect("utf8")], 1, "no such file"),
-        (vec!["backup", "create", dir.path().to_str().expect("utf8")], 1, "not a regular file"),
+        (
+            vec!["backup", "create", missing.to_str().expect("utf8")],
+            1,
+            "no such file",
+        ),
+        (
+            vec!["backup", "create", dir.path().to_str().expect("utf8")],
+            1,
+            "not a regular file",
+        ),
         (vec!["backup", "show", unknown], 1, "does not exist"),
         (vec!["backup", "delete", unknown], 1, "does not exist"),
-        (vec!["backup", "restore", unknown, "x.img"], 1, "does not exist"),
+        (
+            vec!["backup", "restore", unknown, "x.img"],
+            1,
+            "does not exist",
+        ),
         (vec!["backup", "show", "zzz"], 1, "does not exist"),
-        (vec!["backup", "create", vol.to_str().expect("utf8"), "--incremental", unknown], 1, "does not exist"),
-        (vec!["backup", "restore", &id, small.to_str().expect("utf8")], 1, "the backup needs"),
-        (vec!["backup", "create", vol.to_str().expect("utf8"), "--chunk-size", "5000"], 1, "power of two"),
-        (vec!["backup", "create", vol.to_str().expect("utf8"), "--compression", "lz4"], 2, "unknown compression"),
-        (vec!["backup", "create", vol.to_str().expect("utf8"), "--level", "99"], 2, "99"),
+        (
+            vec![
+                "backup",
+                "create",
+                vol.to_str().expect("utf8"),
+                "--incremental",
+                unknown,
+            ],
+            1,
+            "does not exist",
+        ),
+        (
+            vec!["backup", "restore", &id, small.to_str().expect("utf8")],
+            1,
+            "the backup needs",
+        ),
+        (
+            vec![
+                "backup",
+                "create",
+                vol.to_str().expect("utf8"),
+                "--chunk-size",
+                "5000",
+            ],
+            1,
+            "power of two",
+        ),
+        (
+            vec![
+                "backup",
+                "create",
+                vol.to_str().expect("utf8"),
+                "--compression",
+                "lz4",
+            ],
+            2,
+            "unknown compression",
+        ),
+        (
+            vec![
+                "backup",
+                "create",
+                vol.to_str().expect("utf8"),
+                "--level",
+                "99",
+            ],
+            2,
+            "99",
+        ),
     ];
     for (args, code, needle) in cases {
         let before = repo_files(&repo);
         let output = ember(&repo, &args);
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(code), "{args:?}: {err}");
-        assert!(err.to_lowercase().contains(needle), "{args:?}: expected '{needle}' in: {err}");
+        assert!(
+            err.to_lowercase().contains(needle),
+            "{args:?}: expected '{needle}' in: {err}"
+        );
         if code == 1 {
-            assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line: {err}");
+            assert_eq!(
+                err.trim_end().lines().count(),
+                1,
+                "{args:?}: one line: {err}"
+            );
             assert!(err.starts_with("ember: error: "), "{err}");
         }
         assert_eq!(repo_files(&repo), before, "{args:?} changed the repository");
     }
-    assert_eq!(std::fs::read(&small).expect("read"), [7u8; 4096], "target untouched");
+    assert_eq!(
+        std::fs::read(&small).expect("read"),
+        [7u8; 4096],
+        "target untouched"
+    );
 
     let output = ember(&not_a_repo, &["backup", "list"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("not an Ember repository"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("not an Ember repository"),
+        "{}",
+        stderr(&output)
+    );
     let output = ember(&dir.path().join("nowhere"), &["backup", "list"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(!dir.path().join("nowhere").exists(), "reading never creates a repository");
+    assert!(
+        !dir.path().join("nowhere").exists(),
+        "reading never creates a repository"
+    );
 }
 
 #[test]
@@ -202,7 +316,10 @@ fn verify_exits_3_on_damage_and_names_the_backup() {
     let repo = dir.path().join("repo");
     let vol = dir.path().join("vol.img");
     std::fs::write(&vol, volume(5, 1 << 20)).expect("write");
-    let id = backup_id(&ok(ember(&repo, &["backup", "create", vol.to_str().expect("utf8")])));
+    let id = backup_id(&ok(ember(
+        &repo,
+        &["backup", "create", vol.to_str().expect("utf8")],
+    )));
     ok(ember(&repo, &["repo", "verify"]));
     let chunk = repo_files(&repo)
         .into_iter()
@@ -212,9 +329,21 @@ fn verify_exits_3_on_damage_and_names_the_backup() {
     let output = ember(&repo, &["repo", "verify"]);
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert!(stdout(&output).contains(&id), "{}", stdout(&output));
-    let restore = ember(&repo, &["backup", "restore", &id, dir.path().join("o.img").to_str().expect("utf8")]);
+    let restore = ember(
+        &repo,
+        &[
+            "backup",
+            "restore",
+            &id,
+            dir.path().join("o.img").to_str().expect("utf8"),
+        ],
+    );
     assert_eq!(restore.status.code(), Some(1));
-    assert!(stderr(&restore).contains("is missing"), "{}", stderr(&restore));
+    assert!(
+        stderr(&restore).contains("is missing"),
+        "{}",
+        stderr(&restore)
+    );
     assert!(!dir.path().join("o.img").exists());
 }
 
@@ -245,26 +374,56 @@ fn killed_backups_leave_the_repository_consistent() {
             continue;
         }
         // Whatever is listed is whole; nothing half-written is listed.
-        assert_eq!(listed_ids(&repo).len(), completed, "after a kill at {delay_ms} ms");
+        assert_eq!(
+            listed_ids(&repo).len(),
+            completed,
+            "after a kill at {delay_ms} ms"
+        );
         let verify = ember(&repo, &["--json", "repo", "verify"]);
-        assert_eq!(verify.status.code(), Some(0), "after a kill at {delay_ms} ms: {}", stdout(&verify));
+        assert_eq!(
+            verify.status.code(),
+            Some(0),
+            "after a kill at {delay_ms} ms: {}",
+            stdout(&verify)
+        );
     }
     assert!(completed < 8, "no kill landed during a backup");
-    let partial_chunks = repo_files(&repo).iter().filter(|p| p.to_string_lossy().contains("/chunks/")).count();
-    assert!(partial_chunks > 0, "killed backups wrote chunks before dying");
-    let id = backup_id(&ok(ember(&repo, &["backup", "create", vol.to_str().expect("utf8")])));
+    let partial_chunks = repo_files(&repo)
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("/chunks/"))
+        .count();
+    assert!(
+        partial_chunks > 0,
+        "killed backups wrote chunks before dying"
+    );
+    let id = backup_id(&ok(ember(
+        &repo,
+        &["backup", "create", vol.to_str().expect("utf8")],
+    )));
     ok(ember(&repo, &["repo", "gc", "--grace", "0s"]));
     let out = dir.path().join("out.img");
-    ok(ember(&repo, &["backup", "restore", &id, out.to_str().expect("utf8")]));
+    ok(ember(
+        &repo,
+        &["backup", "restore", &id, out.to_str().expect("utf8")],
+    ));
     assert!(std::fs::read(&out).expect("read") == data);
     let verify = ok(ember(&repo, &["--json", "repo", "verify"]));
     let report: serde_json::Value = serde_json::from_slice(&verify.stdout).expect("json");
-    assert_eq!(report["bad_unreferenced_chunks"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        report["bad_unreferenced_chunks"].as_array().map(Vec::len),
+        Some(0)
+    );
     let leftovers: Vec<_> = repo_files(&repo)
         .into_iter()
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".tmp-")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+        })
         .collect();
-    assert!(leftovers.is_empty(), "gc sweeps interrupted writes: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "gc sweeps interrupted writes: {leftovers:?}"
+    );
 }
 
 /// A loop device as source and as restore target (needs root and losetup;
@@ -278,8 +437,14 @@ fn loop_block_devices_back_up_and_restore() {
     let mut data = volume(7, 16 << 20);
     std::fs::write(&source_file, &data).expect("write");
     std::fs::write(&target_file, noise(8, 20 << 20)).expect("write");
-    let (Some(source), Some(target)) = (LoopDevice::attach(&source_file), LoopDevice::attach(&target_file)) else {
-        assert!(!required, "EMBER_REQUIRE_LOOP is set but loop devices cannot be attached");
+    let (Some(source), Some(target)) = (
+        LoopDevice::attach(&source_file),
+        LoopDevice::attach(&target_file),
+    ) else {
+        assert!(
+            !required,
+            "EMBER_REQUIRE_LOOP is set but loop devices cannot be attached"
+        );
         eprintln!("skipped: loop devices need root and losetup");
         return;
     };
@@ -289,26 +454,56 @@ fn loop_block_devices_back_up_and_restore() {
     // Change the device in place, then take an incremental of it.
     {
         use std::os::unix::fs::FileExt;
-        let device = std::fs::OpenOptions::new().write(true).open(source.path()).expect("open device");
+        let device = std::fs::OpenOptions::new()
+            .write(true)
+            .open(source.path())
+            .expect("open device");
         let patch = noise(9, 8192);
         device.write_all_at(&patch, 5 << 20).expect("write device");
         device.sync_all().expect("sync device");
         data[5 << 20..(5 << 20) + 8192].copy_from_slice(&patch);
     }
-    let incr = ok(ember(&repo, &["--json", "backup", "create", source.path(), "--incremental", &full]));
+    let incr = ok(ember(
+        &repo,
+        &[
+            "--json",
+            "backup",
+            "create",
+            source.path(),
+            "--incremental",
+            &full,
+        ],
+    ));
     let record: serde_json::Value = serde_json::from_str(stdout(&incr).trim()).expect("json");
     assert_eq!(record["backup"]["stats"]["new_chunks"].as_u64(), Some(1));
     let incr_id = record["id"].as_str().expect("id").to_string();
 
     // Restore onto the larger device: data, then zeros to its end.
-    ok(ember(&repo, &["backup", "restore", &incr_id, target.path()]));
+    ok(ember(
+        &repo,
+        &["backup", "restore", &incr_id, target.path()],
+    ));
     let restored = std::fs::read(target.path()).expect("read device");
     assert_eq!(restored.len(), 20 << 20);
-    assert!(restored[..data.len()] == data[..], "device restore identical");
-    assert!(restored[data.len()..].iter().all(|&b| b == 0), "excess zeroed");
+    assert!(
+        restored[..data.len()] == data[..],
+        "device restore identical"
+    );
+    assert!(
+        restored[data.len()..].iter().all(|&b| b == 0),
+        "excess zeroed"
+    );
 
     let file_copy = dir.path().join("copy.img");
-    ok(ember(&repo, &["backup", "restore", &full, file_copy.to_str().expect("utf8")]));
+    ok(ember(
+        &repo,
+        &[
+            "backup",
+            "restore",
+            &full,
+            file_copy.to_str().expect("utf8"),
+        ],
+    ));
     assert_eq!(std::fs::read(&file_copy).expect("read").len(), 16 << 20);
 }
 

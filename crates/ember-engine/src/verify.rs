@@ -163,7 +163,9 @@ pub fn run_verify(
     }
     if bad.keys().any(|digest| referenced.contains(digest)) {
         for id in &ids {
-            let Ok(mut entries) = repo.open_entries(id) else { continue };
+            let Ok(mut entries) = repo.open_entries(id) else {
+                continue;
+            };
             let mut count = 0u64;
             while let Ok(Some(digest)) = entries.next_digest() {
                 count += u64::from(bad.contains_key(&digest));

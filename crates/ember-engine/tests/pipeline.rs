@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use ember_engine::{
-    run_backup, run_gc, run_restore, run_verify, BackupRequest, CancelToken, ChunkProblem, EngineError,
-    ParentChoice, Progress, VerifyScope,
+    run_backup, run_gc, run_restore, run_verify, BackupRequest, CancelToken, ChunkProblem,
+    EngineError, ParentChoice, Progress, VerifyScope,
 };
 use ember_repo::RepoError;
 use ember_types::Codec;
@@ -28,14 +28,23 @@ fn incremental_chain_restores_every_level_byte_for_byte() {
         write(&volume, &data);
         let info = fx.backup(&volume, parent.clone());
         if level > 0 {
-            assert!(info.stats.unchanged_chunks > 0, "level {level} reused its parent");
-            assert!(info.stats.new_chunks <= 6, "level {level} stored only what changed");
+            assert!(
+                info.stats.unchanged_chunks > 0,
+                "level {level} reused its parent"
+            );
+            assert!(
+                info.stats.new_chunks <= 6,
+                "level {level} stored only what changed"
+            );
         }
         versions.push((info.id, data.clone()));
         parent = ParentChoice::Latest;
     }
     for (level, (id, expected)) in versions.iter().enumerate() {
-        assert!(fx.restore(id) == *expected, "level {level} restores identical");
+        assert!(
+            fx.restore(id) == *expected,
+            "level {level} restores identical"
+        );
     }
 }
 
@@ -65,19 +74,38 @@ fn sparse_source_holes_are_skipped_and_restores_stay_sparse() {
     let payload = noise(9, 8192);
     {
         use std::os::unix::fs::FileExt;
-        let file = std::fs::OpenOptions::new().write(true).open(&volume).expect("open");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&volume)
+            .expect("open");
         file.write_all_at(&payload, 40 << 20).expect("write");
     }
     let info = fx.backup(&volume, ParentChoice::None);
     assert_eq!(info.stats.new_chunks, 2);
-    assert!(info.stats.bytes_read < 2 << 20, "holes were not read ({} bytes read)", info.stats.bytes_read);
+    assert!(
+        info.stats.bytes_read < 2 << 20,
+        "holes were not read ({} bytes read)",
+        info.stats.bytes_read
+    );
 
     let out = fx.path("out.img");
     let target = Target::create(&out, info.volume_size).expect("target");
-    run_restore(&fx.repo, &info.id, target, tuning(), &Progress::new(), &CancelToken::new()).expect("restore");
+    run_restore(
+        &fx.repo,
+        &info.id,
+        target,
+        tuning(),
+        &Progress::new(),
+        &CancelToken::new(),
+    )
+    .expect("restore");
     let meta = std::fs::metadata(&out).expect("meta");
     assert_eq!(meta.len(), 64 << 20);
-    assert!(meta.blocks() * 512 < 1 << 20, "restore wrote zeros ({} blocks)", meta.blocks());
+    assert!(
+        meta.blocks() * 512 < 1 << 20,
+        "restore wrote zeros ({} blocks)",
+        meta.blocks()
+    );
     assert!(std::fs::read(&out).expect("read") == std::fs::read(&volume).expect("read"));
 }
 
@@ -90,16 +118,26 @@ fn deleting_any_backup_leaves_the_others_restorable_after_gc() {
     for level in 0..3u64 {
         mutate(&mut data, 10 + level, 4);
         write(&volume, &data);
-        let parent = if level == 0 { ParentChoice::None } else { ParentChoice::Latest };
+        let parent = if level == 0 {
+            ParentChoice::None
+        } else {
+            ParentChoice::Latest
+        };
         versions.push((fx.backup(&volume, parent).id, data.clone()));
     }
     // Delete the full backup and the middle one: the newest still has everything.
     fx.repo.delete_backup(&versions[0].0).expect("delete full");
-    fx.repo.delete_backup(&versions[1].0).expect("delete middle");
+    fx.repo
+        .delete_backup(&versions[1].0)
+        .expect("delete middle");
     let report = run_gc(&fx.repo, Duration::ZERO, false, &Progress::new()).expect("gc");
-    assert!(report.chunks_removed > 0, "the deleted backups' own chunks go");
+    assert!(
+        report.chunks_removed > 0,
+        "the deleted backups' own chunks go"
+    );
     assert!(fx.restore(&versions[2].0) == versions[2].1);
-    let verify = run_verify(&fx.repo, VerifyScope::All, tuning(), &Progress::new()).expect("verify");
+    let verify =
+        run_verify(&fx.repo, VerifyScope::All, tuning(), &Progress::new()).expect("verify");
     assert!(verify.is_clean(), "{verify:?}");
     assert!(verify.bad_unreferenced_chunks.is_empty());
     assert!(matches!(
@@ -126,18 +164,40 @@ fn corrupted_and_missing_chunks_are_detected_by_restore_and_verify() {
 
     let out = fx.path("out.img");
     let target = Target::create(&out, info.volume_size).expect("target");
-    let err = run_restore(&fx.repo, &info.id, target, tuning(), &Progress::new(), &CancelToken::new())
-        .expect_err("restore must fail");
+    let err = run_restore(
+        &fx.repo,
+        &info.id,
+        target,
+        tuning(),
+        &Progress::new(),
+        &CancelToken::new(),
+    )
+    .expect_err("restore must fail");
     let message = err.to_string();
-    assert!(matches!(err, EngineError::BadChunk { backup, .. } if backup == info.id), "{message}");
+    assert!(
+        matches!(err, EngineError::BadChunk { backup, .. } if backup == info.id),
+        "{message}"
+    );
     assert!(message.contains(&info.id.to_string()), "{message}");
     assert!(!out.exists(), "a failed restore leaves no file");
 
-    let report = run_verify(&fx.repo, VerifyScope::Backup(info.id), tuning(), &Progress::new()).expect("verify");
+    let report = run_verify(
+        &fx.repo,
+        VerifyScope::Backup(info.id),
+        tuning(),
+        &Progress::new(),
+    )
+    .expect("verify");
     assert!(!report.is_clean());
     assert_eq!(report.bad_chunks.len(), 2);
-    assert!(report.bad_chunks.iter().any(|b| b.problem == ChunkProblem::Missing));
-    assert!(report.bad_chunks.iter().any(|b| matches!(b.problem, ChunkProblem::Damaged(_))));
+    assert!(report
+        .bad_chunks
+        .iter()
+        .any(|b| b.problem == ChunkProblem::Missing));
+    assert!(report
+        .bad_chunks
+        .iter()
+        .any(|b| matches!(b.problem, ChunkProblem::Damaged(_))));
     assert_eq!(report.affected_backups.len(), 1);
     assert_eq!(report.affected_backups[0].id, info.id);
 }
@@ -155,7 +215,10 @@ fn a_damaged_chunk_is_replaced_by_the_next_backup_of_the_same_data() {
         std::fs::write(&file, &frame[..frame.len() / 2]).expect("tear");
     }
     let again = fx.backup(&volume, ParentChoice::None);
-    assert_eq!(again.stats.deduplicated_chunks, 0, "torn copies are not trusted");
+    assert_eq!(
+        again.stats.deduplicated_chunks, 0,
+        "torn copies are not trusted"
+    );
     assert!(fx.restore(&again.id) == data);
 }
 
@@ -169,12 +232,21 @@ fn damaged_manifest_is_reported_not_trusted() {
     let mut bytes = std::fs::read(&manifest).expect("read");
     bytes[10] ^= 0xff;
     std::fs::write(&manifest, &bytes).expect("damage");
-    assert!(matches!(fx.repo.open_entries(&info.id), Err(RepoError::DamagedManifest { .. })));
-    let report = run_verify(&fx.repo, VerifyScope::All, tuning(), &Progress::new()).expect("verify");
+    assert!(matches!(
+        fx.repo.open_entries(&info.id),
+        Err(RepoError::DamagedManifest { .. })
+    ));
+    let report =
+        run_verify(&fx.repo, VerifyScope::All, tuning(), &Progress::new()).expect("verify");
     assert!(!report.is_clean());
-    assert!(report.affected_backups[0].reason.contains("manifest damaged"));
+    assert!(report.affected_backups[0]
+        .reason
+        .contains("manifest damaged"));
     let gc = run_gc(&fx.repo, Duration::ZERO, false, &Progress::new());
-    assert!(matches!(gc, Err(EngineError::GcRefused(_))), "gc must not guess");
+    assert!(
+        matches!(gc, Err(EngineError::GcRefused(_))),
+        "gc must not guess"
+    );
 }
 
 #[test]
@@ -191,15 +263,30 @@ fn restore_onto_a_larger_existing_target_zeroes_the_tail_and_a_small_one_is_refu
         Target::open_existing(&small, info.volume_size),
         Err(VolumeError::TooSmall { .. })
     ));
-    assert_eq!(std::fs::read(&small).expect("read"), vec![0xaa; 4096], "untouched");
+    assert_eq!(
+        std::fs::read(&small).expect("read"),
+        vec![0xaa; 4096],
+        "untouched"
+    );
 
     let large = fx.path("large.img");
     write(&large, &vec![0xffu8; data.len() + 3 * 4096]);
     let target = Target::open_existing(&large, info.volume_size).expect("target");
-    run_restore(&fx.repo, &info.id, target, tuning(), &Progress::new(), &CancelToken::new()).expect("restore");
+    run_restore(
+        &fx.repo,
+        &info.id,
+        target,
+        tuning(),
+        &Progress::new(),
+        &CancelToken::new(),
+    )
+    .expect("restore");
     let restored = std::fs::read(&large).expect("read");
     assert!(restored[..data.len()] == data[..]);
-    assert!(restored[data.len()..].iter().all(|&b| b == 0), "tail zeroed");
+    assert!(
+        restored[data.len()..].iter().all(|&b| b == 0),
+        "tail zeroed"
+    );
 }
 
 #[test]
@@ -212,22 +299,40 @@ fn restore_into_an_existing_volume_overwrites_old_data_in_zero_regions() {
     let existing = fx.path("existing.img");
     write(&existing, &noise(99, data.len()));
     let target = Target::open_existing(&existing, info.volume_size).expect("target");
-    run_restore(&fx.repo, &info.id, target, tuning(), &Progress::new(), &CancelToken::new()).expect("restore");
+    run_restore(
+        &fx.repo,
+        &info.id,
+        target,
+        tuning(),
+        &Progress::new(),
+        &CancelToken::new(),
+    )
+    .expect("restore");
     assert!(std::fs::read(&existing).expect("read") == data);
 }
 
 #[test]
 fn every_codec_round_trips() {
     let fx = Fixture::new();
-    for (n, codec) in [Codec::None, Codec::Zstd, Codec::Zlib, Codec::Bz2].into_iter().enumerate() {
+    for (n, codec) in [Codec::None, Codec::Zstd, Codec::Zlib, Codec::Bz2]
+        .into_iter()
+        .enumerate()
+    {
         let volume = fx.path(&format!("vol-{codec}.img"));
         let data = volume_bytes(20 + n as u64, 8);
         write(&volume, &data);
         let mut request = BackupRequest::full(volume.display().to_string());
         request.codec = codec;
         let source = Source::open(&volume).expect("source");
-        let info = run_backup(&fx.repo, &source, &request, tuning(), &Progress::new(), &CancelToken::new())
-            .expect("backup");
+        let info = run_backup(
+            &fx.repo,
+            &source,
+            &request,
+            tuning(),
+            &Progress::new(),
+            &CancelToken::new(),
+        )
+        .expect("backup");
         assert_eq!(info.codec, codec);
         assert!(fx.restore(&info.id) == data, "{codec}");
     }
@@ -264,10 +369,20 @@ fn cancelled_backup_is_never_listed() {
     cancel.cancel();
     let source = Source::open(&volume).expect("source");
     let request = BackupRequest::full(volume.display().to_string());
-    let result = run_backup(&fx.repo, &source, &request, tuning(), &Progress::new(), &cancel);
+    let result = run_backup(
+        &fx.repo,
+        &source,
+        &request,
+        tuning(),
+        &Progress::new(),
+        &cancel,
+    );
     assert!(matches!(result, Err(EngineError::Cancelled)));
     assert!(fx.repo.list_backups().expect("list").backups.is_empty());
-    assert!(fx.repo.live_writers().expect("leases").is_empty(), "lease released");
+    assert!(
+        fx.repo.live_writers().expect("leases").is_empty(),
+        "lease released"
+    );
 }
 
 #[test]
@@ -280,10 +395,16 @@ fn gc_keeps_chunks_a_running_backup_may_use_and_refuses_when_its_parent_vanishes
     // A backup "running" on top of `parent` (its lease is held), which then
     // loses its parent: gc must not collect the parent's chunks.
     let running = ember_types::BackupId::new_random();
-    let lease = fx.repo.lease_writer(running, Some(parent.id)).expect("lease");
+    let lease = fx
+        .repo
+        .lease_writer(running, Some(parent.id))
+        .expect("lease");
     fx.repo.delete_backup(&parent.id).expect("delete");
     let refused = run_gc(&fx.repo, Duration::ZERO, false, &Progress::new());
-    assert!(matches!(refused, Err(EngineError::GcRefused(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(EngineError::GcRefused(_))),
+        "{refused:?}"
+    );
     assert!(!chunk_files(&fx.repo_path()).is_empty());
 
     let dry = run_gc(&fx.repo, Duration::ZERO, true, &Progress::new());
@@ -301,7 +422,10 @@ fn gc_keeps_unreferenced_chunks_newer_than_the_oldest_running_writer() {
     write(&volume, &volume_bytes(51, 8));
     // A writer that started before these chunks were written may be about
     // to reference them (a dedup hit), so they stay while it runs.
-    let writer = fx.repo.lease_writer(ember_types::BackupId::new_random(), None).expect("lease");
+    let writer = fx
+        .repo
+        .lease_writer(ember_types::BackupId::new_random(), None)
+        .expect("lease");
     std::thread::sleep(Duration::from_millis(20));
     let info = fx.backup(&volume, ParentChoice::None);
     fx.repo.delete_backup(&info.id).expect("delete");
@@ -325,20 +449,33 @@ fn gc_spares_recent_unreferenced_chunks_within_the_grace_period() {
     assert!(kept.chunks_kept_recent > 0);
     let dry = run_gc(&fx.repo, Duration::ZERO, true, &Progress::new()).expect("gc");
     assert_eq!(dry.chunks_removed, kept.chunks_kept_recent);
-    assert_eq!(chunk_files(&fx.repo_path()).len() as u64, kept.chunks_kept_recent, "dry run removes nothing");
+    assert_eq!(
+        chunk_files(&fx.repo_path()).len() as u64,
+        kept.chunks_kept_recent,
+        "dry run removes nothing"
+    );
 }
 
 #[test]
 fn unknown_backup_ids_are_clear_errors() {
     let fx = Fixture::new();
     let unknown = ember_types::BackupId::new_random();
-    assert!(matches!(fx.repo.backup_info(&unknown), Err(RepoError::BackupNotFound(_))));
-    assert!(matches!(fx.repo.delete_backup(&unknown), Err(RepoError::BackupNotFound(_))));
+    assert!(matches!(
+        fx.repo.backup_info(&unknown),
+        Err(RepoError::BackupNotFound(_))
+    ));
+    assert!(matches!(
+        fx.repo.delete_backup(&unknown),
+        Err(RepoError::BackupNotFound(_))
+    ));
     let volume = fx.path("vol.img");
     write(&volume, &volume_bytes(70, 2));
     assert!(matches!(
         fx.try_backup(&volume, ParentChoice::Backup(unknown)),
         Err(EngineError::Repo(RepoError::BackupNotFound(_)))
     ));
-    assert!(fx.repo.list_backups().expect("list").backups.is_empty(), "nothing written");
+    assert!(
+        fx.repo.list_backups().expect("list").backups.is_empty(),
+        "nothing written"
+    );
 }

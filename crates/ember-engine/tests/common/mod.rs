@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ember_engine::{run_backup, run_restore, BackupRequest, CancelToken, ParentChoice, Progress, Tuning};
+use ember_engine::{
+    run_backup, run_restore, BackupRequest, CancelToken, ParentChoice, Progress, Tuning,
+};
 use ember_repo::Repository;
 use ember_store::PosixStore;
 use ember_types::{BackupId, BackupInfo};
@@ -41,11 +43,22 @@ impl Fixture {
         self.try_backup(volume, parent).expect("backup")
     }
 
-    pub fn try_backup(&self, volume: &Path, parent: ParentChoice) -> Result<BackupInfo, ember_engine::EngineError> {
+    pub fn try_backup(
+        &self,
+        volume: &Path,
+        parent: ParentChoice,
+    ) -> Result<BackupInfo, ember_engine::EngineError> {
         let source = Source::open(volume)?;
         let mut request = BackupRequest::full(volume.display().to_string());
         request.parent = parent;
-        run_backup(&self.repo, &source, &request, tuning(), &Progress::new(), &CancelToken::new())
+        run_backup(
+            &self.repo,
+            &source,
+            &request,
+            tuning(),
+            &Progress::new(),
+            &CancelToken::new(),
+        )
     }
 
     /// Restores into a new file and returns its contents.
@@ -53,7 +66,15 @@ impl Fixture {
         let out = self.path(&format!("restore-{}", uuid_like()));
         let size = self.repo.backup_info(id).expect("info").volume_size;
         let target = Target::create(&out, size).expect("target");
-        run_restore(&self.repo, id, target, tuning(), &Progress::new(), &CancelToken::new()).expect("restore");
+        run_restore(
+            &self.repo,
+            id,
+            target,
+            tuning(),
+            &Progress::new(),
+            &CancelToken::new(),
+        )
+        .expect("restore");
         let data = std::fs::read(&out).expect("read restored");
         std::fs::remove_file(&out).expect("remove restored");
         data
@@ -110,7 +131,8 @@ pub fn volume_bytes(seed: u64, chunks: usize) -> Vec<u8> {
 pub fn mutate(data: &mut [u8], seed: u64, count: usize) {
     let positions = noise(seed, count * 8);
     for piece in positions.chunks(8) {
-        let at = (u64::from_le_bytes(piece.try_into().expect("8 bytes")) as usize) % (data.len() - 512);
+        let at =
+            (u64::from_le_bytes(piece.try_into().expect("8 bytes")) as usize) % (data.len() - 512);
         data[at..at + 512].copy_from_slice(&noise(seed ^ at as u64, 512));
     }
 }
@@ -121,7 +143,12 @@ pub fn chunk_files(repo: &Path) -> Vec<PathBuf> {
     for dir in std::fs::read_dir(repo.join("chunks")).expect("chunks dir") {
         for file in std::fs::read_dir(dir.expect("entry").path()).expect("fanout dir") {
             let path = file.expect("entry").path();
-            if !path.file_name().expect("name").to_string_lossy().starts_with('.') {
+            if !path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .starts_with('.')
+            {
                 files.push(path);
             }
         }
