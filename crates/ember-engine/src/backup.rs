@@ -232,7 +232,8 @@ fn read_batches(
             return Ok(());
         };
         let batch_len = (size - offset).min(chunk * per_batch as u64);
-        data.clear();
+        // Old bytes may remain where chunks are holes: hole chunks are
+        // never looked at, and data chunks are read over.
         data.resize(batch_len as usize, 0);
         let chunks = batch_len.div_ceil(chunk) as usize;
         let mut holes = Vec::with_capacity(chunks);

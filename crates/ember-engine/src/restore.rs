@@ -167,13 +167,12 @@ fn restore_worker(
         }
     };
     let mut run = Vec::new();
-    let mut plain = Vec::new();
     let mut counts = (0, 0);
     for batch in work_rx {
         if abort.load(Ordering::Relaxed) {
             break;
         }
-        match restore_batch(job, &batch, &mut decoder, &mut run, &mut plain) {
+        match restore_batch(job, &batch, &mut decoder, &mut run) {
             Ok((data, zero)) => {
                 counts.0 += data;
                 counts.1 += zero;
@@ -194,48 +193,46 @@ fn restore_batch(
     batch: &RestoreBatch,
     decoder: &mut ChunkDecoder,
     run: &mut Vec<u8>,
-    plain: &mut Vec<u8>,
 ) -> Result<(u64, u64), EngineError> {
     let chunk = u64::from(job.info.chunk_size);
     let size = job.info.volume_size;
     let batch_start = batch.first_index * chunk;
     let batch_end = (batch_start + batch.digests.len() as u64 * chunk).min(size);
+    run.resize(batch.digests.len() * chunk as usize, 0);
     let (mut data_chunks, mut zero_chunks) = (0, 0);
     let mut i = 0;
     while i < batch.digests.len() {
         let zero = batch.digests[i].is_zero_chunk();
         let run_start = batch_start + i as u64 * chunk;
-        run.clear();
+        let mut filled = 0usize;
         while i < batch.digests.len() && batch.digests[i].is_zero_chunk() == zero {
-            if !zero {
-                let index = batch.first_index + i as u64;
-                job.repo
-                    .read_chunk(&batch.digests[i], decoder, plain)
-                    .map_err(|source| EngineError::BadChunk {
-                        backup: job.info.id,
-                        index,
-                        offset: index * chunk,
-                        source,
-                    })?;
-                let expected = (size - index * chunk).min(chunk);
-                if plain.len() as u64 != expected {
-                    return Err(EngineError::BadChunk {
-                        backup: job.info.id,
-                        index,
-                        offset: index * chunk,
-                        source: ember_repo::RepoError::DamagedChunk {
-                            digest: batch.digests[i],
-                            source: ember_format::ChunkError::LengthMismatch {
-                                expected: expected as usize,
-                                actual: plain.len(),
-                            },
-                        },
-                    });
-                }
-                run.extend_from_slice(plain);
-                data_chunks += 1;
-            } else {
+            if zero {
                 zero_chunks += 1;
+            } else {
+                let index = batch.first_index + i as u64;
+                let bad_chunk = |source| EngineError::BadChunk {
+                    backup: job.info.id,
+                    index,
+                    offset: index * chunk,
+                    source,
+                };
+                let expected = (size - index * chunk).min(chunk) as usize;
+                let room = &mut run[filled..filled + chunk as usize];
+                let got = job
+                    .repo
+                    .read_chunk_to(&batch.digests[i], decoder, room)
+                    .map_err(bad_chunk)?;
+                if got != expected {
+                    return Err(bad_chunk(ember_repo::RepoError::DamagedChunk {
+                        digest: batch.digests[i],
+                        source: ember_format::ChunkError::LengthMismatch {
+                            expected,
+                            actual: got,
+                        },
+                    }));
+                }
+                filled += got;
+                data_chunks += 1;
             }
             i += 1;
         }
@@ -244,7 +241,7 @@ fn restore_batch(
         if zero {
             job.target.zero(run_start, run_end - run_start)?;
         } else {
-            job.target.write_at(run, run_start)?;
+            job.target.write_at(&run[..filled], run_start)?;
         }
     }
     job.progress.advance(batch_end - batch_start);

@@ -6,12 +6,13 @@
 //!      4     1  codec tag (0 none, 1 zstd, 2 zlib, 3 bz2)
 //!      5     3  reserved, zero
 //!      8     4  plaintext length, u32 little-endian
-//!     12     4  CRC-32 of the payload, u32 little-endian
+//!     12     4  CRC-32 of bytes 4..12 and of the payload, u32 little-endian
 //!     16     …  payload (the plaintext compressed with the codec)
 //! ```
 //!
-//! The CRC is a cheap check for torn or truncated writes; the real check is
-//! the SHA-256 of the decoded plaintext, which must equal the chunk's name.
+//! The CRC is a cheap check for torn or truncated writes and for a damaged
+//! header (so a corrupt length never drives an allocation); the real check
+//! is the SHA-256 of the decoded plaintext, which must equal the chunk's name.
 
 use std::io::{Read, Write};
 
@@ -22,6 +23,8 @@ use sha2::{Digest, Sha256};
 pub const CHUNK_MAGIC: [u8; 4] = *b"EMC1";
 /// Length of the frame header before the payload.
 pub const HEADER_LEN: usize = 16;
+/// Largest plaintext a frame may declare (the largest chunk size).
+pub const MAX_PLAIN_LEN: usize = 64 * 1024 * 1024;
 
 /// Why a stored chunk cannot be trusted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -138,9 +141,19 @@ fn build_frame(codec: Codec, plain_len: usize, payload: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(&CHUNK_MAGIC);
     frame.extend_from_slice(&[codec.tag(), 0, 0, 0]);
     frame.extend_from_slice(&(plain_len as u32).to_le_bytes());
-    frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    frame.extend_from_slice(&[0; 4]);
     frame.extend_from_slice(payload);
+    let crc = frame_crc(&frame);
+    frame[12..16].copy_from_slice(&crc.to_le_bytes());
     frame
+}
+
+/// The CRC of a frame: over its codec, reserved and length bytes and its payload.
+fn frame_crc(frame: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&frame[4..12]);
+    hasher.update(&frame[HEADER_LEN..]);
+    hasher.finalize()
 }
 
 /// A frame's header, once its structure and CRC have been checked.
@@ -157,13 +170,19 @@ fn check(frame: &[u8]) -> Result<CheckedFrame<'_>, ChunkError> {
     if frame[..4] != CHUNK_MAGIC {
         return Err(ChunkError::BadMagic);
     }
-    let codec = Codec::from_tag(frame[4]).ok_or(ChunkError::UnknownCodec(frame[4]))?;
-    let plain_len = u32::from_le_bytes([frame[8], frame[9], frame[10], frame[11]]) as usize;
     let crc = u32::from_le_bytes([frame[12], frame[13], frame[14], frame[15]]);
-    let payload = &frame[HEADER_LEN..];
-    if crc32fast::hash(payload) != crc {
+    if frame_crc(frame) != crc {
         return Err(ChunkError::CrcMismatch);
     }
+    let codec = Codec::from_tag(frame[4]).ok_or(ChunkError::UnknownCodec(frame[4]))?;
+    let plain_len = u32::from_le_bytes([frame[8], frame[9], frame[10], frame[11]]) as usize;
+    if plain_len > MAX_PLAIN_LEN {
+        return Err(ChunkError::LengthMismatch {
+            expected: MAX_PLAIN_LEN,
+            actual: plain_len,
+        });
+    }
+    let payload = &frame[HEADER_LEN..];
     Ok(CheckedFrame {
         codec,
         plain_len,
@@ -199,38 +218,69 @@ impl ChunkDecoder {
         expected: &ChunkDigest,
         out: &mut Vec<u8>,
     ) -> Result<(), ChunkError> {
+        let plain_len = check(frame)?.plain_len;
+        out.resize(plain_len, 0);
+        self.decode_to(frame, expected, out).map(|_| ())
+    }
+
+    /// Decodes `frame` into the start of `out`, checks that the plaintext
+    /// hashes to `expected`, and returns its length. `out` must have room
+    /// for the plaintext length the header declares.
+    pub fn decode_to(
+        &mut self,
+        frame: &[u8],
+        expected: &ChunkDigest,
+        out: &mut [u8],
+    ) -> Result<usize, ChunkError> {
         let checked = check(frame)?;
-        out.clear();
-        match checked.codec {
-            Codec::None => out.extend_from_slice(checked.payload),
-            Codec::Zstd => {
-                out.reserve(checked.plain_len);
-                self.zstd
-                    .decompress_to_buffer(checked.payload, out)
-                    .map_err(|e| ChunkError::Decompress(e.to_string()))?;
+        let room = out.len();
+        let out = out
+            .get_mut(..checked.plain_len)
+            .ok_or(ChunkError::LengthMismatch {
+                expected: room,
+                actual: checked.plain_len,
+            })?;
+        let decoded = match checked.codec {
+            Codec::None => {
+                if checked.payload.len() == out.len() {
+                    out.copy_from_slice(checked.payload);
+                }
+                checked.payload.len()
             }
-            Codec::Zlib => read_all(flate2::read::ZlibDecoder::new(checked.payload), out)?,
-            Codec::Bz2 => read_all(bzip2::read::BzDecoder::new(checked.payload), out)?,
-        }
-        if out.len() != checked.plain_len {
+            Codec::Zstd => self
+                .zstd
+                .decompress_to_buffer(checked.payload, out)
+                .map_err(|e| ChunkError::Decompress(e.to_string()))?,
+            Codec::Zlib => read_exactly(flate2::read::ZlibDecoder::new(checked.payload), out)?,
+            Codec::Bz2 => read_exactly(bzip2::read::BzDecoder::new(checked.payload), out)?,
+        };
+        if decoded != checked.plain_len {
             return Err(ChunkError::LengthMismatch {
                 expected: checked.plain_len,
-                actual: out.len(),
+                actual: decoded,
             });
         }
         let actual = digest_of(out);
         if actual != *expected {
             return Err(ChunkError::DigestMismatch { actual });
         }
-        Ok(())
+        Ok(decoded)
     }
 }
 
-fn read_all(mut reader: impl Read, out: &mut Vec<u8>) -> Result<(), ChunkError> {
-    reader
-        .read_to_end(out)
-        .map(|_| ())
-        .map_err(|e| ChunkError::Decompress(e.to_string()))
+/// Fills `out` from a decompressing reader; the length decoded, which is
+/// more than `out` holds if the stream goes on.
+fn read_exactly(mut reader: impl Read, out: &mut [u8]) -> Result<usize, ChunkError> {
+    let err = |e: std::io::Error| ChunkError::Decompress(e.to_string());
+    let mut filled = 0;
+    while filled < out.len() {
+        match reader.read(&mut out[filled..]).map_err(err)? {
+            0 => return Ok(filled),
+            n => filled += n,
+        }
+    }
+    let mut probe = [0u8; 1];
+    Ok(filled + reader.read(&mut probe).map_err(err)?)
 }
 
 #[cfg(test)]
@@ -290,6 +340,13 @@ mod tests {
         let mut decoder = ChunkDecoder::new().expect("decoder");
         let mut out = Vec::new();
 
+        let mut header_damaged = frame.clone();
+        header_damaged[9] ^= 0x40;
+        assert_eq!(
+            check_frame(&header_damaged),
+            Err(ChunkError::CrcMismatch),
+            "length is covered"
+        );
         let last = frame.len() - 1;
         frame[last] ^= 1;
         assert_eq!(

@@ -141,17 +141,38 @@ impl Repository {
         decoder: &mut ChunkDecoder,
         out: &mut Vec<u8>,
     ) -> Result<(), RepoError> {
-        let frame = match self.store.get(&chunk_key(digest)) {
-            Ok(frame) => frame,
-            Err(e) if e.is_not_found() => return Err(RepoError::MissingChunk(*digest)),
-            Err(e) => return Err(e.into()),
-        };
+        let frame = self.chunk_frame(digest)?;
         decoder
             .decode_into(&frame, digest, out)
             .map_err(|source| RepoError::DamagedChunk {
                 digest: *digest,
                 source,
             })
+    }
+
+    /// Fetches a chunk, decodes it into the start of `out` (which must hold
+    /// a whole chunk), proves it against its digest and returns its length.
+    pub fn read_chunk_to(
+        &self,
+        digest: &ChunkDigest,
+        decoder: &mut ChunkDecoder,
+        out: &mut [u8],
+    ) -> Result<usize, RepoError> {
+        let frame = self.chunk_frame(digest)?;
+        decoder
+            .decode_to(&frame, digest, out)
+            .map_err(|source| RepoError::DamagedChunk {
+                digest: *digest,
+                source,
+            })
+    }
+
+    fn chunk_frame(&self, digest: &ChunkDigest) -> Result<Vec<u8>, RepoError> {
+        match self.store.get(&chunk_key(digest)) {
+            Ok(frame) => Ok(frame),
+            Err(e) if e.is_not_found() => Err(RepoError::MissingChunk(*digest)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Takes the lease a backup holds while it runs. Take it before reading
