@@ -41,6 +41,46 @@ pub enum Command {
     /// Create, verify and clean up the repository.
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// Run the service: OpenStack Cinder's Block Storage API v3 for backups.
+    Serve(ServeArgs),
+    /// Volumes of the service.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+}
+
+/// Where the service's settings come from.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// Configuration file (TOML; option names follow Cinder's).
+    #[arg(long, env = "EMBER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (database, repository, volumes); overrides the file.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Settings.
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    /// Address to listen on (default 127.0.0.1:8776); overrides the file.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Volume commands.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Print the path of a volume's data (a file or a block device).
+    Path {
+        /// Volume id.
+        id: String,
+        /// Settings.
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
 }
 
 /// Backup commands.

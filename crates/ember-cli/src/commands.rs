@@ -15,7 +15,7 @@ use ember_store::PosixStore;
 use ember_volume::{Source, Target};
 use serde_json::json;
 
-use crate::args::{BackupCommand, Cli, Command, CreateArgs, RepoCommand};
+use crate::args::{BackupCommand, Cli, Command, CreateArgs, RepoCommand, VolumeCommand};
 use crate::output;
 
 /// Exit status of `repo verify` when it finds damage.
@@ -91,6 +91,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Repo(RepoCommand::Init { chunk_size }) => init(&ctx, chunk_size),
         Command::Repo(RepoCommand::Verify { backup }) => verify(&ctx, backup.as_deref()),
         Command::Repo(RepoCommand::Gc { grace, dry_run }) => gc(&ctx, grace, dry_run),
+        Command::Serve(args) => crate::service::serve(args),
+        Command::Volume(VolumeCommand::Path { id, service }) => {
+            crate::service::volume_path(&id, &service)
+        }
     }
 }
 
@@ -113,6 +117,7 @@ fn create(ctx: &Context, args: CreateArgs) -> anyhow::Result<ExitCode> {
         Some(id) => ParentChoice::Backup(repo.resolve_id(id)?),
     };
     let request = BackupRequest {
+        id: None,
         source_label: label,
         volume_id: args.volume_id,
         parent,

@@ -34,6 +34,9 @@ pub enum ParentChoice {
 /// What to back up and how.
 #[derive(Clone, Debug)]
 pub struct BackupRequest {
+    /// Id for the new backup (a caller that keeps its own records, such as
+    /// the API, chooses it); `None` picks a random one.
+    pub id: Option<BackupId>,
     /// How the source is recorded (its canonical path).
     pub source_label: String,
     /// Volume id of a caller that manages volumes; used to find the parent.
@@ -57,6 +60,7 @@ impl BackupRequest {
     /// A full backup of `source_label` with default settings.
     pub fn full(source_label: impl Into<String>) -> Self {
         BackupRequest {
+            id: None,
             source_label: source_label.into(),
             volume_id: None,
             parent: ParentChoice::None,
@@ -102,7 +106,7 @@ pub fn run_backup(
     cancel: &CancelToken,
 ) -> Result<BackupInfo, EngineError> {
     let started_at = Utc::now();
-    let id = BackupId::new_random();
+    let id = request.id.unwrap_or_else(BackupId::new_random);
     let parent_id = find_parent(repo, request)?;
     // The lease comes before the parent's manifest is opened, so garbage
     // collection knows the parent's chunks are in use (docs/format.md).

@@ -11,13 +11,16 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum Codec {
     /// Stored as is.
+    #[serde(alias = "off", alias = "no")]
     None,
     /// Zstandard (the default: fast on every core, good ratio).
     #[default]
     Zstd,
     /// zlib (deflate), Cinder's historical default.
+    #[serde(alias = "gzip")]
     Zlib,
     /// bzip2.
+    #[serde(alias = "bzip2")]
     Bz2,
 }
 

@@ -8,9 +8,11 @@
 //! devices) so restores stay sparse.
 #![forbid(unsafe_code)]
 
+mod copy;
 mod source;
 mod target;
 
+pub use copy::copy_sparse;
 pub use source::Source;
 pub use target::Target;
 
