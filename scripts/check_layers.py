@@ -14,6 +14,7 @@ LAYER = {
     "ember-format": 1,
     "ember-store": 1,
     "ember-volume": 1,
+    "ember-meta": 1,
     "ember-repo": 2,
     "ember-engine": 3,
     "ember-cli": 4,

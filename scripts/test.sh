@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace: formatting, lints, the layer
 # rules, and the unit and integration tests (real repositories on disk, the
-# real `ember` binary, loop block devices when run as root).
+# real `ember` binary, loop block devices when run as root, PostgreSQL),
+# then the real cinder CLI against `ember serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,3 +14,5 @@ if [ "$(id -u)" = 0 ]; then
   export EMBER_REQUIRE_LOOP=1
 fi
 cargo test --workspace
+# The real cinder CLI against `ember serve` (its venv comes from PyPI).
+scripts/acceptance.sh

@@ -20,7 +20,7 @@ const TABLE: Table = Table {
     columns: COLUMNS,
     what: "backup",
     has_volume_id: true,
-    data_timestamp: "data_timestamp",
+    has_data_timestamp: true,
 };
 
 fn decode(row: &AnyRow) -> Result<BackupRecord, MetaError> {

@@ -15,7 +15,7 @@ const TABLE: Table = Table {
     columns: COLUMNS,
     what: "snapshot",
     has_volume_id: true,
-    data_timestamp: "created_at",
+    has_data_timestamp: false,
 };
 
 fn decode(row: &AnyRow) -> Result<SnapshotRecord, MetaError> {

@@ -20,8 +20,9 @@ pub(crate) struct Table {
     pub(crate) what: &'static str,
     /// Whether rows belong to a volume (`volume_id` filter).
     pub(crate) has_volume_id: bool,
-    /// Column [`SortKey::DataTimestamp`] sorts by.
-    pub(crate) data_timestamp: &'static str,
+    /// Whether rows have a `data_timestamp` (backups);
+    /// [`SortKey::DataTimestamp`] sorts the others by creation time.
+    pub(crate) has_data_timestamp: bool,
 }
 
 /// How a sort expression's value is bound when it comes from a marker.
@@ -55,7 +56,7 @@ fn key_exprs(table: &Table, key: SortKey) -> &'static [(&'static str, Kind)] {
         SortKey::Size => &[("size_gib", Kind::Int)],
         SortKey::Id => &[("id", Kind::Text)],
         SortKey::DataTimestamp => {
-            if table.data_timestamp == "data_timestamp" {
+            if table.has_data_timestamp {
                 &[("data_timestamp", Kind::Text)]
             } else {
                 &[("created_at", Kind::Text)]

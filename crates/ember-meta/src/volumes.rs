@@ -16,7 +16,7 @@ const TABLE: Table = Table {
     columns: COLUMNS,
     what: "volume",
     has_volume_id: false,
-    data_timestamp: "created_at",
+    has_data_timestamp: false,
 };
 
 fn decode(row: &AnyRow) -> Result<VolumeRecord, MetaError> {

@@ -34,6 +34,7 @@ async fn sqlite_file() {
     pool.close().await;
 
     suite(db.clone()).await;
+    undecodable_values(&db, &url).await;
     reopen(db, &url).await;
     println!("sqlite: suite passed on {}", path.display());
 }
@@ -60,6 +61,7 @@ async fn postgres() {
     let db = Database::connect(server.url()).await.expect("connect");
     assert_eq!(db.engine(), Engine::Postgres);
     suite(db.clone()).await;
+    undecodable_values(&db, server.url()).await;
     reopen(db, server.url()).await;
     println!("postgres: suite passed");
 }
@@ -80,6 +82,59 @@ async fn bad_urls_are_refused_without_echoing_secrets() {
 async fn raw_pool(url: &str) -> AnyPool {
     sqlx::any::install_default_drivers();
     AnyPool::connect(url).await.expect("raw pool")
+}
+
+/// Values that are not what Ember writes are reported as `Corrupt`, with
+/// the row and column, not as a panic or a default.
+async fn undecodable_values(db: &Database, url: &str) {
+    let pool = raw_pool(url).await;
+    for (i, (column, value)) in [
+        ("metadata", "not json"),
+        ("metadata", "[1, 2]"),
+        ("created_at", "yesterday"),
+        ("updated_at", "2026-13-45T99:00:00Z"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("v-corrupt-{i}");
+        db.insert_volume(&volume(&id, "p-corrupt"))
+            .await
+            .expect("insert");
+        sqlx::query(&format!("UPDATE volumes SET {column} = $1 WHERE id = $2"))
+            .bind(value)
+            .bind(id.as_str())
+            .execute(&pool)
+            .await
+            .expect("damage");
+        match db.get_volume(&id).await {
+            Err(MetaError::Corrupt(message)) => {
+                assert!(
+                    message.contains(&id) && message.contains(column),
+                    "{message}"
+                );
+            }
+            other => panic!("{column} = {value}: expected Corrupt, got {other:?}"),
+        }
+        match db.list_volumes(&in_project("p-corrupt")).await {
+            Err(MetaError::Corrupt(_)) => {}
+            other => panic!("list with {column} = {value}: expected Corrupt, got {other:?}"),
+        }
+        db.delete_volume(&id).await.expect("delete");
+    }
+    db.insert_volume(&volume("v-corrupt-flag", "p-corrupt"))
+        .await
+        .expect("insert");
+    sqlx::query("UPDATE volumes SET owns_data = 7 WHERE id = 'v-corrupt-flag'")
+        .execute(&pool)
+        .await
+        .expect("damage");
+    assert!(matches!(
+        db.get_volume("v-corrupt-flag").await,
+        Err(MetaError::Corrupt(_))
+    ));
+    db.delete_volume("v-corrupt-flag").await.expect("delete");
+    pool.close().await;
 }
 
 /// Connecting again to a database that exists keeps its data and applies
@@ -778,6 +833,33 @@ async fn volumes(db: &Database) {
         .await
         .expect("list");
     assert_eq!(page.total, 0);
+
+    // Racing compare-and-sets: exactly one wins.
+    db.insert_volume(&volume("v-race", "p-crud"))
+        .await
+        .expect("insert");
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let db = db.clone();
+        racers.spawn(async move {
+            let new = format!("taken-{i}");
+            let won = db
+                .set_volume_status("v-race", &["available"], &new)
+                .await
+                .expect("cas");
+            (won, new)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(result) = racers.join_next().await {
+        let (won, new) = result.expect("task");
+        if won {
+            winners.push(new);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one CAS wins: {winners:?}");
+    let raced = db.get_volume("v-race").await.expect("get").expect("exists");
+    assert_eq!(raced.status, winners[0]);
 
     // Kept for the reopen check.
     let mut kept = volume("v-crud-kept", "p-crud");
