@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Fails if a workspace crate depends on a crate of its own layer or above.
 
-Layers, bottom-up (docs/architecture.md): types, then format / store /
-volume (side by side, independent of each other), then repo, then engine,
-then the interfaces (cli).
+Layers, bottom-up (docs/architecture.md): types; then format, store,
+volume and meta (side by side, independent of each other); repo; engine;
+service; api; and the binary (cli).
 """
 import json
 import subprocess
@@ -17,7 +17,9 @@ LAYER = {
     "ember-meta": 1,
     "ember-repo": 2,
     "ember-engine": 3,
-    "ember-cli": 4,
+    "ember-service": 4,
+    "ember-api": 5,
+    "ember-cli": 6,
 }
 
 meta = json.loads(

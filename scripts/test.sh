@@ -14,5 +14,10 @@ if [ "$(id -u)" = 0 ]; then
   export EMBER_REQUIRE_LOOP=1
 fi
 cargo test --workspace
-# The real cinder CLI against `ember serve` (its venv comes from PyPI).
+# The real cinder CLI against `ember serve` (its venv comes from PyPI):
+# project in the URL, project-less URLs, and on PostgreSQL.
 scripts/acceptance.sh
+PROJECTLESS=1 scripts/acceptance.sh
+if command -v initdb >/dev/null || [ -n "${EMBER_REQUIRE_PG:-}" ]; then
+  scripts/with-postgres.sh scripts/acceptance.sh
+fi

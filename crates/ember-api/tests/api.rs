@@ -679,6 +679,7 @@ async fn requests_that_must_fail_change_nothing() {
 async fn export_import_and_reset_status() {
     let api = Api::new(|_| {}).await;
     let volume = api.create_volume(1).await;
+    api.write_volume(&volume, 0, &[0x11u8; 4096]).await;
     let backup = api.backup_ready(&volume, false).await;
     let record = api
         .call(
@@ -734,6 +735,58 @@ async fn export_import_and_reset_status() {
         )
         .await;
     assert_eq!(back.status, StatusCode::ACCEPTED);
+
+    // Another Ember service with its own database on the same repository
+    // imports the record and restores the backup.
+    let repository = api._dir.path().join("backups");
+    let other = Api::new(|c| c.backup_posix_path = Some(repository.clone())).await;
+    let imported = other
+        .call(
+            Method::POST,
+            "backups/import_record",
+            Some(json!({"backup-record": record.clone()})),
+            None,
+        )
+        .await;
+    assert_eq!(imported.status, StatusCode::CREATED, "{}", imported.body);
+    assert_eq!(imported.body["backup"]["id"], backup.as_str());
+    let restore = other
+        .call(
+            Method::POST,
+            &format!("backups/{backup}/restore"),
+            Some(json!({"restore": {}})),
+            None,
+        )
+        .await;
+    assert_eq!(restore.status, StatusCode::ACCEPTED, "{}", restore.body);
+    let target = restore.body["restore"]["volume_id"]
+        .as_str()
+        .expect("volume")
+        .to_string();
+    other
+        .wait_status(&format!("volumes/{target}"), "volume", "available")
+        .await;
+    assert_eq!(other.read_volume(&target, 4096).await, vec![0x11u8; 4096]);
+
+    // Once the backup is deleted its data is gone: importing it again is refused.
+    assert_eq!(
+        api.call(Method::DELETE, &format!("backups/{backup}"), None, None)
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+    api.wait_status(&format!("backups/{backup}"), "backup", "gone")
+        .await;
+    let third = Api::new(|c| c.backup_posix_path = Some(repository.clone())).await;
+    let refused = third
+        .call(
+            Method::POST,
+            "backups/import_record",
+            Some(json!({"backup-record": record})),
+            None,
+        )
+        .await;
+    assert!(fault(&refused, "badRequest", 400).contains("cannot be used"));
 }
 
 #[tokio::test]

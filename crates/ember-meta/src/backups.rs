@@ -105,6 +105,21 @@ impl Database {
         Ok(())
     }
 
+    /// Stores a backup recreated from an export record. Like
+    /// [`Database::insert_backup`], except that a deleted backup with the
+    /// same id is replaced, as Cinder revives it; a live one is `Conflict`.
+    pub async fn import_backup(&self, backup: &BackupRecord) -> Result<(), MetaError> {
+        sqlx::query("DELETE FROM backups WHERE id = $1 AND deleted = 1")
+            .bind(backup.id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(MetaError::db(format!(
+                "clearing deleted backup {}",
+                backup.id
+            )))?;
+        self.insert_backup(backup).await
+    }
+
     /// The backup with this id, unless absent or deleted.
     pub async fn get_backup(&self, id: &str) -> Result<Option<BackupRecord>, MetaError> {
         let row = sqlx::query(&format!(

@@ -1053,6 +1053,16 @@ async fn backups(db: &Database) {
         db.insert_backup(&b).await,
         Err(MetaError::Conflict)
     ));
+
+    // Import revives a deleted id, but never replaces a live backup.
+    db.import_backup(&b)
+        .await
+        .expect("import over a deleted row");
+    assert_eq!(db.get_backup("b-crud").await.expect("get"), Some(b.clone()));
+    assert!(matches!(
+        db.import_backup(&b).await,
+        Err(MetaError::Conflict)
+    ));
 }
 
 /// Parent selection, dependents, quota usage and restart clean-up.

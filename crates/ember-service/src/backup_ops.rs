@@ -527,7 +527,7 @@ impl Ember {
             created_at: fields.created_at,
             updated_at: now,
         };
-        self.db.insert_backup(&backup).await?;
+        self.db.import_backup(&backup).await?;
         Ok(backup)
     }
 }
