@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::context::RequestContext;
 use crate::fault::{ApiError, ApiResult};
-use crate::lists::{list_params, paged};
+use crate::lists::{accepted, list_params, paged};
 use crate::params::{cinder_bool, metadata, parse_body, since, text};
 use crate::views::{backup_detail, summary};
 
@@ -69,11 +69,9 @@ pub async fn create(
         availability_zone: text("availability_zone", fields.availability_zone)?,
     };
     let backup = ember.create_backup(&ctx.caller, request).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"backup": summary(&ctx, "backups", &backup.id, &backup.name)})),
-    )
-        .into_response())
+    Ok(accepted(
+        json!({"backup": summary(&ctx, "backups", &backup.id, &backup.name)}),
+    ))
 }
 
 /// `GET /backups`: summaries.
@@ -223,7 +221,7 @@ pub async fn restore(
     };
     let (backup, volume) = ember.restore_backup(&ctx.caller, &id, request).await?;
     let body = json!({"restore": {"backup_id": backup.id, "volume_id": volume.id, "volume_name": volume.name}});
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    Ok(accepted(body))
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,9 @@
-//! List responses: the items, `count` (3.45) and the `next` link.
+//! Response bodies shared by the handlers: lists (items, `count` from
+//! 3.45, the `next` link) and the 202 of asynchronous requests.
 
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use serde_json::{json, Value};
 
 use crate::context::RequestContext;
@@ -48,4 +52,9 @@ fn encode(text: &str) -> String {
         }
     }
     out
+}
+
+/// `202 Accepted` with a JSON body: Cinder's answer to create and restore.
+pub fn accepted(body: Value) -> Response {
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }

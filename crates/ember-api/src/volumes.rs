@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use ember_service::{Ember, SnapshotCreate, VolumeCreate, VolumeUpdate};
 use serde::{Deserialize, Deserializer};
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::backups::uuid_field;
 use crate::context::RequestContext;
 use crate::fault::{ApiError, ApiResult};
-use crate::lists::{list_params, paged};
+use crate::lists::{accepted, list_params, paged};
 use crate::params::{cinder_bool, metadata, parse_body, since, text};
 use crate::views::{snapshot_detail, summary, volume_detail};
 
@@ -121,11 +121,9 @@ pub async fn create(
         snapshot_id: f.snapshot_id,
     };
     let volume = ember.create_volume(&ctx.caller, request).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"volume": volume_detail(&ctx, &volume, false)})),
-    )
-        .into_response())
+    Ok(accepted(
+        json!({"volume": volume_detail(&ctx, &volume, false)}),
+    ))
 }
 
 /// `GET /volumes`: summaries.
@@ -262,11 +260,9 @@ pub async fn create_snapshot(
         metadata: metadata(f.metadata)?,
     };
     let snapshot = ember.create_snapshot(&ctx.caller, request).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"snapshot": snapshot_detail(&ctx, &snapshot)})),
-    )
-        .into_response())
+    Ok(accepted(
+        json!({"snapshot": snapshot_detail(&ctx, &snapshot)}),
+    ))
 }
 
 /// `GET /snapshots` and `/snapshots/detail` (both detailed, as Cinder's v3).
@@ -366,9 +362,7 @@ pub async fn manage(
             text("name", f.name)?,
         )
         .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"volume": volume_detail(&ctx, &volume, false)})),
-    )
-        .into_response())
+    Ok(accepted(
+        json!({"volume": volume_detail(&ctx, &volume, false)}),
+    ))
 }
