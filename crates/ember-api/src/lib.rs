@@ -77,6 +77,12 @@ fn routes(ember: Arc<Ember>) -> Router {
         .route("/v3/os-services", get(misc::services))
         .route("/v3/limits", get(misc::limits))
         .fallback(|| async { fault::ApiError::not_found("The resource could not be found.") })
+        .method_not_allowed_fallback(|| async {
+            fault::ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "The method is not allowed for this resource.",
+            )
+        })
         .with_state(ember)
 }
 

@@ -217,6 +217,11 @@ async fn discovery_versions_and_headers() {
         "itemNotFound",
         404,
     );
+    fault(
+        &api.call(Method::PATCH, "backups", None, None).await,
+        "badMethod",
+        405,
+    );
 }
 
 #[tokio::test]

@@ -279,7 +279,13 @@ fn read_batches(
 /// consecutive data chunks: a system call per 32 KiB chunk cost more than
 /// the copy itself (measured: 32 KiB reads of a cached volume ran at 0.9
 /// GB/s, 1 MiB reads at 10 GB/s).
-fn read_runs(source: &Source, holes: &[bool], chunk: u64, offset: u64, data: &mut [u8]) -> Result<(), EngineError> {
+fn read_runs(
+    source: &Source,
+    holes: &[bool],
+    chunk: u64,
+    offset: u64,
+    data: &mut [u8],
+) -> Result<(), EngineError> {
     let mut i = 0;
     while i < holes.len() {
         if holes[i] {

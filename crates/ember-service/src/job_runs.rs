@@ -15,6 +15,8 @@ use crate::{Ember, ServiceError};
 
 /// How often a running job's progress is written to the database.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Every how many progress updates the progress is also logged.
+const PROGRESS_LOG_EVERY: u64 = 10;
 
 impl Ember {
     fn tuning(&self) -> Tuning {
@@ -316,6 +318,7 @@ impl Ember {
         work: tokio::task::JoinHandle<Result<T, String>>,
     ) -> Result<T, String> {
         tokio::pin!(work);
+        let mut ticks = 0u64;
         loop {
             tokio::select! {
                 joined = &mut work => {
@@ -325,6 +328,10 @@ impl Ember {
                     let (done, total) = (job.progress.done() as i64, job.progress.total() as i64);
                     if let Err(e) = self.db.set_backup_progress(id, done, total).await {
                         tracing::warn!(backup = %id, "cannot record progress: {e}");
+                    }
+                    ticks += 1;
+                    if ticks.is_multiple_of(PROGRESS_LOG_EVERY) && total > 0 {
+                        tracing::info!(backup = %id, done, total, "{}% done", done * 100 / total);
                     }
                 }
             }
