@@ -980,3 +980,165 @@ async fn services_report_up_and_down() {
         .iter()
         .all(|r| r["state"] == "down"));
 }
+
+#[tokio::test]
+async fn snapshots_managed_volumes_updates_and_limits() {
+    let api = Api::new(|_| {}).await;
+    let volume = api.create_volume(1).await;
+    api.write_volume(&volume, 4096, &[0x33u8; 4096]).await;
+
+    // A snapshot is a point-in-time copy; a backup can be taken from it.
+    let snap = api
+        .call(
+            Method::POST,
+            "snapshots",
+            Some(json!({"snapshot": {"volume_id": volume, "name": "s1"}})),
+            None,
+        )
+        .await;
+    assert_eq!(snap.status, StatusCode::ACCEPTED, "{}", snap.body);
+    let snapshot = snap.body["snapshot"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(snap.body["snapshot"]["status"], "available");
+    api.write_volume(&volume, 4096, &[0x44u8; 4096]).await;
+    let listed = api
+        .call(
+            Method::GET,
+            &format!("snapshots?volume_id={volume}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(listed.body["snapshots"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        api.call(Method::GET, &format!("snapshots/{snapshot}"), None, None)
+            .await
+            .body["snapshot"]["name"],
+        "s1"
+    );
+
+    let from_snapshot = api
+        .call(
+            Method::POST,
+            "backups",
+            Some(json!({"backup": {"volume_id": volume, "snapshot_id": snapshot}})),
+            None,
+        )
+        .await;
+    assert_eq!(
+        from_snapshot.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        from_snapshot.body
+    );
+    let backup = from_snapshot.body["backup"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let shown = api
+        .wait_status(&format!("backups/{backup}"), "backup", "available")
+        .await;
+    assert_eq!(shown["snapshot_id"], snapshot.as_str());
+    let restore = api
+        .call(
+            Method::POST,
+            &format!("backups/{backup}/restore"),
+            Some(json!({"restore": null})),
+            None,
+        )
+        .await;
+    let target = restore.body["restore"]["volume_id"]
+        .as_str()
+        .expect("volume")
+        .to_string();
+    api.wait_status(&format!("volumes/{target}"), "volume", "available")
+        .await;
+    assert_eq!(
+        api.read_volume(&target, 8192).await[4096..],
+        [0x33u8; 4096],
+        "the snapshot's data, not the later write"
+    );
+
+    // A volume with snapshots cannot go; the snapshot can, then the volume.
+    let refused = api
+        .call(Method::DELETE, &format!("volumes/{volume}"), None, None)
+        .await;
+    assert!(fault(&refused, "badRequest", 400).contains("dependent snapshots"));
+    assert_eq!(
+        api.call(Method::DELETE, &format!("snapshots/{snapshot}"), None, None)
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+    fault(
+        &api.call(Method::GET, &format!("snapshots/{snapshot}"), None, None)
+            .await,
+        "itemNotFound",
+        404,
+    );
+
+    let renamed = api
+        .call(
+            Method::PUT,
+            &format!("volumes/{volume}"),
+            Some(json!({"volume": {"name": "renamed", "metadata": {"k": "v"}}})),
+            None,
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK);
+    assert_eq!(renamed.body["volume"]["name"], "renamed");
+    assert_eq!(renamed.body["volume"]["metadata"]["k"], "v");
+    let path = api.ember.volume_path(&volume).await.expect("path");
+    assert_eq!(
+        api.call(Method::DELETE, &format!("volumes/{volume}"), None, None)
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "a created volume's data goes with it"
+    );
+
+    // An existing image comes under management; deleting it keeps the data.
+    let image = api._dir.path().join("existing.img");
+    std::fs::write(&image, vec![7u8; 3 << 20]).expect("image");
+    let managed = api
+        .call(
+            Method::POST,
+            "os-volume-manage",
+            Some(json!({"volume": {"host": "h", "ref": {"source-name": image}, "name": "m"}})),
+            None,
+        )
+        .await;
+    assert_eq!(managed.status, StatusCode::ACCEPTED, "{}", managed.body);
+    assert_eq!(managed.body["volume"]["size"], 1);
+    let managed_id = managed.body["volume"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let backup = api.backup_ready(&managed_id, false).await;
+    assert_eq!(
+        api.call(Method::DELETE, &format!("volumes/{managed_id}"), None, None)
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(std::fs::read(&image).expect("kept").len(), 3 << 20);
+    let missing = api
+        .call(
+            Method::POST,
+            "os-volume-manage",
+            Some(json!({"volume": {"ref": {"source-name": "/nonexistent"}}})),
+            None,
+        )
+        .await;
+    fault(&missing, "badRequest", 400);
+
+    let limits = api.call(Method::GET, "limits", None, None).await;
+    assert_eq!(limits.body["limits"]["absolute"]["maxTotalBackups"], 10);
+    assert_eq!(limits.body["limits"]["absolute"]["totalBackupsUsed"], 2);
+    let _ = backup;
+}

@@ -134,6 +134,7 @@ impl Ember {
         path: &Path,
         name: Option<String>,
     ) -> Result<VolumeRecord, ServiceError> {
+        Self::require_admin(caller, "volume_extension:volume_manage")?;
         let source =
             ember_volume::Source::open(path).map_err(|e| ServiceError::bad(e.to_string()))?;
         let now = Utc::now();
