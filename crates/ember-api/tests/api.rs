@@ -887,73 +887,84 @@ async fn force_delete_cancels_queued_work_and_the_limit_holds() {
 
 #[tokio::test]
 async fn restart_cleans_up_interrupted_work() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let api = Api::new(|_| {}).await;
+    let source = api.create_volume(1).await;
+    let target = api.create_volume(1).await;
+    let creating = api.backup_ready(&source, false).await;
+    let restoring = api.backup_ready(&source, false).await;
+    let deleting = api.backup_ready(&source, false).await;
+
+    // Leave the rows as a crash in the middle of each job would.
+    let db = api.ember.database();
+    db.set_backup_status(&creating, &["available"], "creating")
+        .await
+        .expect("status");
+    db.set_volume_status(&source, &["available"], "backing-up")
+        .await
+        .expect("status");
+    db.set_backup_status(&restoring, &["available"], "restoring")
+        .await
+        .expect("status");
+    let mut row = db.get_backup(&restoring).await.expect("get").expect("row");
+    row.restore_volume_id = Some(target.clone());
+    db.update_backup(&row).await.expect("update");
+    db.set_volume_status(&target, &["available"], "restoring-backup")
+        .await
+        .expect("status");
+    db.set_backup_status(&deleting, &["available"], "deleting")
+        .await
+        .expect("status");
+
+    // The restarted service (same data directory) cleans up as Cinder's.
     let config = ServiceConfig {
-        data_dir: dir.path().to_path_buf(),
+        data_dir: api._dir.path().to_path_buf(),
         ..ServiceConfig::default()
     };
-    let (backup, volume) = {
-        let ember = Ember::open(config.clone()).await.expect("open");
-        let caller = ember_service::Caller {
-            project_id: PROJECT.into(),
-            user_id: "u".into(),
-            is_admin: true,
-        };
-        let volume = ember
-            .create_volume(
-                &caller,
-                ember_service::VolumeCreate {
-                    size_gib: 1,
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("volume");
-        let backup = ember
-            .create_backup(
-                &caller,
-                ember_service::BackupCreate {
-                    volume_id: volume.id.clone(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("backup");
-        // As if the process died mid-backup: put the rows back to how a
-        // crash leaves them.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        ember
-            .database()
-            .set_backup_status(&backup.id, &["available", "creating"], "creating")
-            .await
-            .expect("status");
-        ember
-            .database()
-            .set_volume_status(&volume.id, &["available", "backing-up"], "backing-up")
-            .await
-            .expect("status");
-        (backup.id, volume.id)
-    };
-    let ember = Ember::open(config).await.expect("reopen");
-    ember.start().await.expect("start");
-    let after = ember
-        .database()
-        .get_backup(&backup)
-        .await
-        .expect("get")
-        .expect("row");
-    assert_eq!(after.status, "error");
+    let restarted = Ember::open(config).await.expect("reopen");
+    restarted.start().await.expect("start");
+    let db = restarted.database();
+    let failed = db.get_backup(&creating).await.expect("get").expect("row");
+    assert_eq!(failed.status, "error");
     assert_eq!(
-        after.fail_reason.as_deref(),
+        failed.fail_reason.as_deref(),
         Some("incomplete backup reset on manager restart")
     );
-    let volume = ember
-        .database()
-        .get_volume(&volume)
-        .await
-        .expect("get")
-        .expect("row");
-    assert_eq!(volume.status, "available");
+    assert_eq!(
+        db.get_volume(&source)
+            .await
+            .expect("get")
+            .expect("row")
+            .status,
+        "available"
+    );
+    assert_eq!(
+        db.get_backup(&restoring)
+            .await
+            .expect("get")
+            .expect("row")
+            .status,
+        "available"
+    );
+    assert_eq!(
+        db.get_volume(&target)
+            .await
+            .expect("get")
+            .expect("row")
+            .status,
+        "error_restoring"
+    );
+    for _ in 0..500 {
+        if db.get_backup(&deleting).await.expect("get").is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        db.get_backup(&deleting).await.expect("get").is_none(),
+        "the interrupted delete was resumed"
+    );
+    let manifest = api._dir.path().join("backups/backups").join(&deleting);
+    assert!(!manifest.exists(), "and its data removed");
 }
 
 #[tokio::test]
