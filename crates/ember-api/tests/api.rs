@@ -228,6 +228,15 @@ async fn discovery_versions_and_headers() {
 async fn backup_lifecycle_views_and_data() {
     let api = Api::new(|_| {}).await;
     let volume = api.create_volume(1).await;
+    let tagged = api
+        .call(
+            Method::PUT,
+            &format!("volumes/{volume}"),
+            Some(json!({"volume": {"metadata": {"owner": "ops"}}})),
+            None,
+        )
+        .await;
+    assert_eq!(tagged.status, StatusCode::OK);
     let first = vec![0x5au8; 3 << 20];
     api.write_volume(&volume, 1 << 20, &first).await;
 
@@ -300,6 +309,10 @@ async fn backup_lifecycle_views_and_data() {
         .wait_status(&format!("volumes/{target}"), "volume", "available")
         .await;
     assert_eq!(restored["size"], 1);
+    assert_eq!(
+        restored["metadata"]["owner"], "ops",
+        "the backed-up volume's metadata"
+    );
     api.wait_status(&format!("backups/{incr}"), "backup", "available")
         .await;
     let data = api.read_volume(&target, 8 << 20).await;

@@ -192,6 +192,11 @@ impl Ember {
                     .await?;
                 if let Some(mut restored) = self.db.get_volume(&volume.id).await? {
                     restored.source_backup_id = Some(backup.id.clone());
+                    // As Cinder, the restored volume takes the backed-up
+                    // volume's metadata (its current one, if it still exists).
+                    if let Some(source) = self.db.get_volume(&backup.volume_id).await? {
+                        restored.metadata.extend(source.metadata);
+                    }
                     self.db.update_volume(&restored).await?;
                 }
                 tracing::info!(backup = %backup.id, volume = %volume.id, "restore done");
