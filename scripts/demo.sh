@@ -22,7 +22,7 @@ with open(sys.argv[1], "wb") as f:
         if kind == 0:
             f.write(b"\0" * mib)
         elif kind == 3:
-            f.write((b"ember sample volume, line %d\n" % i) * (mib // 32) + b"\n" * (mib % 32))
+            f.write(((b"ember sample volume, line %d\n" % i) * mib)[:mib])
         else:
             f.write(os.urandom(mib))
 PY
