@@ -138,16 +138,18 @@ impl Database {
     }
 
     /// Writes every field of `backup` over the stored backup with its id,
+    /// except its status (statuses change only by compare-and-set, so an
+    /// update never undoes a status change made meanwhile),
     /// with `updated_at` = now, and returns the stored record. `NotFound`
     /// if there is no such backup or it is deleted.
     pub async fn update_backup(&self, backup: &BackupRecord) -> Result<BackupRecord, MetaError> {
         let row = sqlx::query(&format!(
             "UPDATE backups SET project_id = $2, user_id = $3, volume_id = $4, snapshot_id = $5, \
-             parent_id = $6, status = $7, name = $8, description = $9, container = $10, \
-             availability_zone = $11, size_gib = $12, object_count = $13, fail_reason = $14, \
-             data_timestamp = $15, metadata = $16, restore_volume_id = $17, \
-             temp_snapshot_id = $18, host = $19, progress_done = $20, progress_total = $21, \
-             created_at = $22, updated_at = $23 \
+             parent_id = $6, name = $7, description = $8, container = $9, \
+             availability_zone = $10, size_gib = $11, object_count = $12, fail_reason = $13, \
+             data_timestamp = $14, metadata = $15, restore_volume_id = $16, \
+             temp_snapshot_id = $17, host = $18, progress_done = $19, progress_total = $20, \
+             created_at = $21, updated_at = $22 \
              WHERE id = $1 AND deleted = 0 RETURNING {COLUMNS}"
         ))
         .bind(backup.id.as_str())
@@ -156,7 +158,6 @@ impl Database {
         .bind(backup.volume_id.as_str())
         .bind(backup.snapshot_id.as_deref())
         .bind(backup.parent_id.as_deref())
-        .bind(backup.status.as_str())
         .bind(backup.name.as_deref())
         .bind(backup.description.as_deref())
         .bind(backup.container.as_deref())
@@ -291,6 +292,35 @@ impl Database {
             .try_get("gib")
             .map_err(|e| MetaError::Corrupt(format!("backup usage: {e}")))?;
         Ok((count(&row, "backup usage")?, gib))
+    }
+
+    /// Records how a backup job ended: the objects it wrote and, for a
+    /// failure, why. Touches only those columns (and `updated_at`), so it
+    /// never undoes a status change made meanwhile. `NotFound` if the
+    /// backup is missing or deleted.
+    pub async fn set_backup_outcome(
+        &self,
+        id: &str,
+        object_count: i64,
+        fail_reason: Option<&str>,
+    ) -> Result<(), MetaError> {
+        let result = sqlx::query(
+            "UPDATE backups SET object_count = $2, fail_reason = $3, updated_at = $4 \
+             WHERE id = $1 AND deleted = 0",
+        )
+        .bind(id)
+        .bind(object_count)
+        .bind(fail_reason)
+        .bind(encode_ts(&Utc::now())?)
+        .execute(&self.pool)
+        .await
+        .map_err(MetaError::db(format!(
+            "recording the outcome of backup {id}"
+        )))?;
+        if result.rows_affected() == 0 {
+            return Err(MetaError::NotFound);
+        }
+        Ok(())
     }
 
     /// Records the progress of the job running on backup `id` (bytes done

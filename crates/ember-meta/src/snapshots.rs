@@ -88,7 +88,9 @@ impl Database {
     }
 
     /// Writes every field of `snapshot` over the stored snapshot with its
-    /// id, with `updated_at` = now, and returns the stored record.
+    /// id except its status (statuses change only by compare-and-set, so an
+    /// update never undoes a status change made meanwhile), with
+    /// `updated_at` = now, and returns the stored record.
     /// `NotFound` if there is no such snapshot or it is deleted.
     pub async fn update_snapshot(
         &self,
@@ -96,8 +98,8 @@ impl Database {
     ) -> Result<SnapshotRecord, MetaError> {
         let row = sqlx::query(&format!(
             "UPDATE snapshots SET project_id = $2, user_id = $3, volume_id = $4, name = $5, \
-             description = $6, size_gib = $7, status = $8, path = $9, metadata = $10, \
-             created_at = $11, updated_at = $12 \
+             description = $6, size_gib = $7, path = $8, metadata = $9, \
+             created_at = $10, updated_at = $11 \
              WHERE id = $1 AND deleted = 0 RETURNING {COLUMNS}"
         ))
         .bind(snapshot.id.as_str())
@@ -107,7 +109,6 @@ impl Database {
         .bind(snapshot.name.as_deref())
         .bind(snapshot.description.as_deref())
         .bind(snapshot.size_gib)
-        .bind(snapshot.status.as_str())
         .bind(snapshot.path.as_str())
         .bind(encode_metadata(&snapshot.metadata)?)
         .bind(encode_ts(&snapshot.created_at)?)

@@ -98,14 +98,16 @@ impl Database {
     }
 
     /// Writes every field of `volume` over the stored volume with its id,
+    /// except its status (statuses change only by compare-and-set, so an
+    /// update never undoes a status change made meanwhile),
     /// with `updated_at` = now, and returns the stored record. `NotFound`
     /// if there is no such volume or it is deleted.
     pub async fn update_volume(&self, volume: &VolumeRecord) -> Result<VolumeRecord, MetaError> {
         let row = sqlx::query(&format!(
             "UPDATE volumes SET project_id = $2, user_id = $3, name = $4, description = $5, \
-             size_gib = $6, status = $7, previous_status = $8, availability_zone = $9, \
-             volume_type = $10, path = $11, owns_data = $12, source_backup_id = $13, \
-             snapshot_id = $14, metadata = $15, created_at = $16, updated_at = $17 \
+             size_gib = $6, previous_status = $7, availability_zone = $8, \
+             volume_type = $9, path = $10, owns_data = $11, source_backup_id = $12, \
+             snapshot_id = $13, metadata = $14, created_at = $15, updated_at = $16 \
              WHERE id = $1 AND deleted = 0 RETURNING {COLUMNS}"
         ))
         .bind(volume.id.as_str())
@@ -114,7 +116,6 @@ impl Database {
         .bind(volume.name.as_deref())
         .bind(volume.description.as_deref())
         .bind(volume.size_gib)
-        .bind(volume.status.as_str())
         .bind(volume.previous_status.as_deref())
         .bind(volume.availability_zone.as_str())
         .bind(volume.volume_type.as_deref())

@@ -753,7 +753,15 @@ async fn volumes(db: &Database) {
         updated_at: at(-100),
     };
     let before = Utc::now();
+    let kept = db
+        .get_volume(&changed.id)
+        .await
+        .expect("get")
+        .expect("exists")
+        .status;
     let stored = db.update_volume(&changed).await.expect("update");
+    assert_eq!(stored.status, kept, "an update never writes the status");
+    changed.status = kept;
     let after = Utc::now();
     assert!(before <= stored.updated_at && stored.updated_at <= after);
     changed.updated_at = stored.updated_at;
@@ -897,7 +905,15 @@ async fn snapshots(db: &Database) {
         updated_at: at(-5),
     };
     let before = Utc::now();
+    let kept = db
+        .get_snapshot(&changed.id)
+        .await
+        .expect("get")
+        .expect("exists")
+        .status;
     let stored = db.update_snapshot(&changed).await.expect("update");
+    assert_eq!(stored.status, kept, "an update never writes the status");
+    changed.status = kept;
     assert!(before <= stored.updated_at && stored.updated_at <= Utc::now());
     changed.updated_at = stored.updated_at;
     assert_eq!(stored, changed);
@@ -912,6 +928,16 @@ async fn snapshots(db: &Database) {
         Err(MetaError::NotFound)
     ));
 
+    assert!(db
+        .set_snapshot_status("s-crud", &[changed.status.as_str()], "backing-up")
+        .await
+        .expect("cas"));
+    changed.updated_at = db
+        .get_snapshot("s-crud")
+        .await
+        .expect("get")
+        .expect("exists")
+        .updated_at;
     tokio::time::sleep(StdDuration::from_millis(2)).await;
     assert!(db
         .set_snapshot_status("s-crud", &["backing-up"], "available")
@@ -987,7 +1013,15 @@ async fn backups(db: &Database) {
     changed.data_timestamp = at(9);
     changed.created_at = at(-9);
     let before = Utc::now();
+    let kept = db
+        .get_backup(&changed.id)
+        .await
+        .expect("get")
+        .expect("exists")
+        .status;
     let stored = db.update_backup(&changed).await.expect("update");
+    assert_eq!(stored.status, kept, "an update never writes the status");
+    changed.status = kept;
     assert!(before <= stored.updated_at && stored.updated_at <= Utc::now());
     changed.updated_at = stored.updated_at;
     assert_eq!(stored, changed);
@@ -1002,6 +1036,24 @@ async fn backups(db: &Database) {
         Err(MetaError::NotFound)
     ));
 
+    // Outcome: only its columns change.
+    db.set_backup_outcome("b-crud", 77, Some("why"))
+        .await
+        .expect("outcome");
+    let now = db.get_backup("b-crud").await.expect("get").expect("exists");
+    assert_eq!(
+        (now.object_count, now.fail_reason.as_deref()),
+        (77, Some("why"))
+    );
+    assert_eq!(now.status, changed.status);
+    assert!(matches!(
+        db.set_backup_outcome("b-missing", 1, None).await,
+        Err(MetaError::NotFound)
+    ));
+    changed.object_count = 77;
+    changed.fail_reason = Some("why".into());
+    changed.updated_at = now.updated_at;
+
     // Progress: recorded, updated_at untouched.
     db.set_backup_progress("b-crud", 512, 4096)
         .await
@@ -1014,6 +1066,16 @@ async fn backups(db: &Database) {
         Err(MetaError::NotFound)
     ));
 
+    assert!(db
+        .set_backup_status("b-crud", &[changed.status.as_str()], "error")
+        .await
+        .expect("cas"));
+    changed.updated_at = db
+        .get_backup("b-crud")
+        .await
+        .expect("get")
+        .expect("exists")
+        .updated_at;
     tokio::time::sleep(StdDuration::from_millis(2)).await;
     assert!(db
         .set_backup_status("b-crud", &["creating", "error"], "deleting")

@@ -408,17 +408,13 @@ impl Ember {
                 "Invalid input received: Invalid backup status '{status}': must be available or error"
             )));
         }
-        if status == "available" && backup.status != "restoring" {
-            let repo_id = parse_backup_id(id)?;
-            let repo = self.repo.clone();
-            let present = tokio::task::spawn_blocking(move || repo.backup_info(&repo_id))
-                .await
-                .map_err(|e| ServiceError::Volume(e.to_string()))?;
-            if present.is_err() {
-                return Err(ServiceError::bad(format!(
-                    "Invalid backup: backup {id} has no complete data in the repository; it can only be reset to error"
-                )));
-            }
+        if status == "available"
+            && backup.status != "restoring"
+            && self.stored_backup(id).await?.is_err()
+        {
+            return Err(ServiceError::bad(format!(
+                "Invalid backup: backup {id} has no complete data in the repository; it can only be reset to error"
+            )));
         }
         if let Some(job) = self.jobs.get(id) {
             job.cancel.cancel();
@@ -491,12 +487,7 @@ impl Ember {
                 "Invalid backup: Backup already exists in database.",
             ));
         }
-        let repo_id = parse_backup_id(&fields.id)?;
-        let repo = self.repo.clone();
-        let present = tokio::task::spawn_blocking(move || repo.backup_info(&repo_id))
-            .await
-            .map_err(|e| ServiceError::Volume(e.to_string()))?;
-        if let Err(e) = present {
+        if let Err(e) = self.stored_backup(&fields.id).await? {
             return Err(ServiceError::bad(format!(
                 "Invalid backup: the backup's data cannot be used: {e}"
             )));
@@ -529,6 +520,21 @@ impl Ember {
         };
         self.db.import_backup(&backup).await?;
         Ok(backup)
+    }
+}
+
+impl Ember {
+    /// What the repository holds of backup `id`: its record, or why it
+    /// cannot be used (missing or damaged manifest).
+    async fn stored_backup(
+        &self,
+        id: &str,
+    ) -> Result<Result<ember_types::BackupInfo, ember_repo::RepoError>, ServiceError> {
+        let repo_id = parse_backup_id(id)?;
+        let repo = self.repo.clone();
+        tokio::task::spawn_blocking(move || repo.backup_info(&repo_id))
+            .await
+            .map_err(|e| ServiceError::Volume(format!("worker failed: {e}")))
     }
 }
 

@@ -111,17 +111,20 @@ impl Ember {
         self.return_source(backup).await?;
         match outcome {
             Ok(info) => {
+                // Counts first (they touch no status), so whoever sees the
+                // backup available sees its counts.
+                let size = info.volume_size as i64;
+                ignore_missing(
+                    self.db
+                        .set_backup_outcome(&backup.id, info.stats.new_chunks as i64, None)
+                        .await,
+                )?;
+                ignore_missing(self.db.set_backup_progress(&backup.id, size, size).await)?;
                 if self
                     .db
                     .set_backup_status(&backup.id, &["creating"], "available")
                     .await?
                 {
-                    if let Some(mut done) = self.db.get_backup(&backup.id).await? {
-                        done.object_count = info.stats.new_chunks as i64;
-                        done.progress_done = info.volume_size as i64;
-                        done.progress_total = info.volume_size as i64;
-                        self.db.update_backup(&done).await?;
-                    }
                     tracing::info!(backup = %backup.id, "backup available");
                     Ok(())
                 } else {
@@ -187,9 +190,8 @@ impl Ember {
         let during = ["restoring-backup", "creating"];
         match &outcome {
             Ok(()) => {
-                self.db
-                    .set_volume_status(&volume.id, &during, "available")
-                    .await?;
+                // Record where the data came from before the volume shows
+                // `available`, so whoever sees it available sees it whole.
                 if let Some(mut restored) = self.db.get_volume(&volume.id).await? {
                     restored.source_backup_id = Some(backup.id.clone());
                     // As Cinder, the restored volume takes the backed-up
@@ -199,6 +201,9 @@ impl Ember {
                     }
                     self.db.update_volume(&restored).await?;
                 }
+                self.db
+                    .set_volume_status(&volume.id, &during, "available")
+                    .await?;
                 tracing::info!(backup = %backup.id, volume = %volume.id, "restore done");
             }
             Err(reason) => {
@@ -272,10 +277,7 @@ impl Ember {
             "error"
         };
         if self.db.set_backup_status(id, &[from], status).await? {
-            if let Some(mut failed) = self.db.get_backup(id).await? {
-                failed.fail_reason = Some(reason.to_string());
-                self.db.update_backup(&failed).await?;
-            }
+            ignore_missing(self.db.set_backup_outcome(id, 0, Some(reason)).await)?;
         }
         Ok(())
     }
@@ -346,3 +348,11 @@ impl Ember {
 
 /// The failure text of a cancelled job.
 const CANCELLED: &str = "cancelled";
+
+/// A row deleted meanwhile needs no update.
+fn ignore_missing(result: Result<(), ember_meta::MetaError>) -> Result<(), ServiceError> {
+    match result {
+        Err(ember_meta::MetaError::NotFound) => Ok(()),
+        other => other.map_err(ServiceError::from),
+    }
+}
