@@ -20,13 +20,5 @@ pub struct WriterInfo {
 
 /// Held for the whole life of a backup; dropping it ends the lease.
 pub struct WriterLease {
-    pub(crate) info: WriterInfo,
     pub(crate) _lease: Box<dyn Lease>,
-}
-
-impl WriterLease {
-    /// What the lease announces.
-    pub fn info(&self) -> &WriterInfo {
-        &self.info
-    }
 }

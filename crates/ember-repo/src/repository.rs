@@ -190,10 +190,7 @@ impl Repository {
         };
         let json = serde_json::to_vec(&info).map_err(|e| RepoError::BadConfig(e.to_string()))?;
         let lease = self.store.acquire_lease(&backup.to_string(), &json)?;
-        Ok(WriterLease {
-            info,
-            _lease: lease,
-        })
+        Ok(WriterLease { _lease: lease })
     }
 
     /// The running writers. A lease whose content cannot be read is taken
