@@ -247,9 +247,10 @@ fn verify(ctx: &Context, backup: Option<&str>) -> anyhow::Result<ExitCode> {
     })?;
     ctx.print(json!(report), || {
         let mut text = format!(
-            "checked {} backups, {} chunks: {}\n",
+            "checked {} backups, {} chunks in {} packs: {}\n",
             report.backups_checked,
             report.chunks_checked,
+            report.packs_checked,
             if report.is_clean() {
                 "all intact"
             } else {
@@ -257,11 +258,14 @@ fn verify(ctx: &Context, backup: Option<&str>) -> anyhow::Result<ExitCode> {
             }
         );
         for bad in &report.bad_chunks {
-            text.push_str(&format!("chunk {}: {:?}\n", bad.digest, bad.problem));
+            text.push_str(&format!(
+                "chunk {} (pack {} offset {}): {:?}\n",
+                bad.digest, bad.pack, bad.offset, bad.problem
+            ));
         }
         if !report.bad_unreferenced_chunks.is_empty() {
             text.push_str(&format!(
-                "{} damaged chunks are referenced by no backup (left by an interrupted backup; `ember repo gc` removes them)\n",
+                "{} damaged chunks are referenced by no backup (harmless; `ember repo gc` removes them with their pack once no backup uses it)\n",
                 report.bad_unreferenced_chunks.len()
             ));
         }
@@ -285,13 +289,13 @@ fn gc(ctx: &Context, grace: std::time::Duration, dry_run: bool) -> anyhow::Resul
     })?;
     ctx.print(json!(report), || {
         format!(
-            "{} backups use {} chunks; {} {} unreferenced chunks ({}); kept {} recent ones",
+            "{} backups use {} packs; {} {} unreferenced packs ({}); kept {} recent ones",
             report.backups,
-            report.chunks_in_use,
+            report.packs_in_use,
             if dry_run { "would remove" } else { "removed" },
-            report.chunks_removed,
+            report.packs_removed,
             output::bytes(report.bytes_removed),
-            report.chunks_kept_recent
+            report.packs_kept_recent
         )
     });
     Ok(ExitCode::SUCCESS)

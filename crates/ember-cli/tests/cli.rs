@@ -321,11 +321,11 @@ fn verify_exits_3_on_damage_and_names_the_backup() {
         &["backup", "create", vol.to_str().expect("utf8")],
     )));
     ok(ember(&repo, &["repo", "verify"]));
-    let chunk = repo_files(&repo)
+    let pack = repo_files(&repo)
         .into_iter()
-        .find(|p| p.to_string_lossy().contains("/chunks/"))
-        .expect("a chunk");
-    std::fs::remove_file(&chunk).expect("remove");
+        .find(|p| p.to_string_lossy().contains("/packs/"))
+        .expect("a pack");
+    std::fs::remove_file(&pack).expect("remove");
     let output = ember(&repo, &["repo", "verify"]);
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert!(stdout(&output).contains(&id), "{}", stdout(&output));
@@ -388,14 +388,11 @@ fn killed_backups_leave_the_repository_consistent() {
         );
     }
     assert!(completed < 8, "no kill landed during a backup");
-    let partial_chunks = repo_files(&repo)
+    let partial_packs = repo_files(&repo)
         .iter()
-        .filter(|p| p.to_string_lossy().contains("/chunks/"))
+        .filter(|p| p.to_string_lossy().contains("/packs/"))
         .count();
-    assert!(
-        partial_chunks > 0,
-        "killed backups wrote chunks before dying"
-    );
+    assert!(partial_packs > 0, "killed backups wrote packs before dying");
     let id = backup_id(&ok(ember(
         &repo,
         &["backup", "create", vol.to_str().expect("utf8")],

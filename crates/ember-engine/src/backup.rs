@@ -1,20 +1,24 @@
 //! The backup pipeline.
 //!
 //! ```text
-//! reader ──batches──▶ workers (×threads) ──digests──▶ collector ──▶ manifest
+//! reader ──batches──▶ workers (×threads) ──entries──▶ collector ──▶ manifest
 //!   ▲  reads data regions only,     zero check, SHA-256, compare      in volume
-//!   │  attaches parent digests      with parent, dedup lookup,        order
-//!   └──────── buffer pool ◀──────── compress, store
+//!   │  attaches parent entries      with parent, dedup lookup,        order
+//!   └──────── buffer pool ◀──────── compress, append to own pack
 //! ```
+//!
+//! Each worker writes new chunks into a pack of its own and seals it (index,
+//! fsync, rename) when it is full and when the volume ends; the manifest is
+//! committed only after every worker has sealed its last pack.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::Utc;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
-use ember_format::{digest_of, is_all_zero, ChunkEncoder};
-use ember_repo::{ManifestEntries, Repository};
-use ember_types::{BackupId, BackupInfo, BackupStats, ChunkDigest, Codec};
+use ember_format::{digest_of, is_all_zero, ChunkEncoder, ChunkRef};
+use ember_repo::{DedupIndex, ManifestEntries, PackWriter, Repository};
+use ember_types::{BackupId, BackupInfo, BackupStats, Codec};
 use ember_volume::Source;
 
 use crate::{validate_chunk_size, CancelToken, EngineError, Progress, Tuning};
@@ -81,15 +85,15 @@ struct Batch {
     data: Vec<u8>,
     /// Per chunk: whether it lies wholly in a hole (not read).
     holes: Vec<bool>,
-    /// Per chunk: the parent's digest at the same position, if any.
-    parent: Vec<Option<ChunkDigest>>,
+    /// Per chunk: the parent's entry at the same position, if any.
+    parent: Vec<Option<ChunkRef>>,
 }
 
 /// A worker's answer for one batch.
 struct BatchDone {
     first_index: u64,
     bytes: u64,
-    digests: Vec<ChunkDigest>,
+    entries: Vec<ChunkRef>,
     stats: BackupStats,
 }
 
@@ -123,6 +127,7 @@ pub fn run_backup(
 
     let size = source.size();
     progress.set_total(size);
+    let dedup = DedupIndex::load(repo, tuning.dedup_entries)?;
     let mut manifest = repo.begin_manifest(&id)?;
     let abort = AtomicBool::new(false);
     let per_batch = tuning.chunks_per_batch(chunk_size);
@@ -137,8 +142,13 @@ pub fn run_backup(
     let stats = std::thread::scope(|scope| {
         for _ in 0..tuning.threads.max(1) {
             let (work_rx, done_tx, pool_tx) = (work_rx.clone(), done_tx.clone(), pool_tx.clone());
-            let (abort, request) = (&abort, request);
-            scope.spawn(move || worker(repo, request, &work_rx, &done_tx, &pool_tx, abort));
+            let shared = Shared {
+                repo,
+                request,
+                dedup: &dedup,
+                abort: &abort,
+            };
+            scope.spawn(move || worker(shared, &work_rx, &done_tx, &pool_tx));
         }
         drop((work_rx, pool_tx));
         let reader_done = done_tx.clone();
@@ -176,7 +186,7 @@ pub fn run_backup(
         completed_at: Utc::now(),
         stats,
     };
-    manifest.commit(repo, info.clone())?;
+    manifest.commit(info.clone())?;
     Ok(info)
 }
 
@@ -241,7 +251,7 @@ fn read_batches(
         data.resize(batch_len as usize, 0);
         let chunks = batch_len.div_ceil(chunk) as usize;
         let mut holes = Vec::with_capacity(chunks);
-        let mut parent_digests = Vec::with_capacity(chunks);
+        let mut parent_entries = Vec::with_capacity(chunks);
         for i in 0..chunks {
             let start = offset + i as u64 * chunk;
             let end = (start + chunk).min(size);
@@ -253,8 +263,8 @@ fn read_batches(
             }
             let has_data = matches!(region, Some((region_start, _)) if region_start < end);
             holes.push(!has_data);
-            parent_digests.push(match parent.as_deref_mut() {
-                Some(entries) => entries.next_digest()?,
+            parent_entries.push(match parent.as_deref_mut() {
+                Some(entries) => entries.next_entry()?,
                 None => None,
             });
         }
@@ -264,7 +274,7 @@ fn read_batches(
             chunk_size: chunk_size as usize,
             data,
             holes,
-            parent: parent_digests,
+            parent: parent_entries,
         };
         if work_tx.send(batch).is_err() {
             return Ok(());
@@ -303,44 +313,67 @@ fn read_runs(
     Ok(())
 }
 
+/// What every backup worker shares.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    repo: &'a Repository,
+    request: &'a BackupRequest,
+    dedup: &'a DedupIndex,
+    abort: &'a AtomicBool,
+}
+
+/// A worker's own tools: its compressor and the pack it is filling.
+struct WorkerState {
+    encoder: ChunkEncoder,
+    pack: Option<PackWriter>,
+}
+
 fn worker(
-    repo: &Repository,
-    request: &BackupRequest,
+    shared: Shared<'_>,
     work_rx: &Receiver<Batch>,
     done_tx: &Sender<Result<BatchDone, EngineError>>,
     pool_tx: &Sender<Vec<u8>>,
-    abort: &AtomicBool,
 ) {
-    let mut encoder = match ChunkEncoder::new(request.codec, request.level) {
+    let encoder = match ChunkEncoder::new(shared.request.codec, shared.request.level) {
         Ok(encoder) => encoder,
         Err(e) => {
             let _ = done_tx.send(Err(EngineError::InvalidOption(format!("compression: {e}"))));
             return;
         }
     };
+    let mut state = WorkerState {
+        encoder,
+        pack: None,
+    };
     for batch in work_rx {
-        if abort.load(Ordering::Relaxed) {
+        if shared.abort.load(Ordering::Relaxed) {
+            // The unsealed pack is dropped, and with it its temporary object.
             return;
         }
-        let result = process_batch(repo, &mut encoder, &batch);
+        let result = process_batch(shared, &mut state, &batch);
         let _ = pool_tx.try_send(batch.data);
         if done_tx.send(result).is_err() {
             return;
         }
     }
+    if let Some(pack) = state.pack.take() {
+        if let Err(e) = pack.seal() {
+            let _ = done_tx.send(Err(e.into()));
+        }
+    }
 }
 
 fn process_batch(
-    repo: &Repository,
-    encoder: &mut ChunkEncoder,
+    shared: Shared<'_>,
+    state: &mut WorkerState,
     batch: &Batch,
 ) -> Result<BatchDone, EngineError> {
     let mut stats = BackupStats::default();
-    let mut digests = Vec::with_capacity(batch.holes.len());
+    let mut entries = Vec::with_capacity(batch.holes.len());
     for (i, data) in batch.data.chunks(batch.chunk_size).enumerate() {
         if batch.holes[i] || is_all_zero(data) {
             stats.zero_chunks += 1;
-            digests.push(ChunkDigest::ZERO_CHUNK);
+            entries.push(ChunkRef::HOLE);
             if !batch.holes[i] {
                 stats.bytes_read += data.len() as u64;
             }
@@ -348,31 +381,53 @@ fn process_batch(
         }
         stats.bytes_read += data.len() as u64;
         let digest = digest_of(data);
-        if batch.parent[i] == Some(digest) {
-            stats.unchanged_chunks += 1;
-        } else if repo.reuse_chunk(&digest)? {
-            stats.deduplicated_chunks += 1;
-        } else {
-            let encoded = encoder.encode(data);
-            if repo.put_chunk(&digest, &encoded.frame)? {
-                stats.new_chunks += 1;
-                stats.new_bytes += data.len() as u64;
-                stats.stored_bytes += encoded.frame.len() as u64;
-            } else {
-                stats.deduplicated_chunks += 1;
+        let location = match batch.parent[i] {
+            Some(ChunkRef {
+                digest: parent_digest,
+                location: Some(location),
+            }) if parent_digest == digest => {
+                stats.unchanged_chunks += 1;
+                location
             }
-        }
-        digests.push(digest);
+            _ => match shared.dedup.find(shared.repo, &digest)? {
+                Some(location) => {
+                    stats.deduplicated_chunks += 1;
+                    location
+                }
+                None => {
+                    let encoded = state.encoder.encode(data);
+                    let pack = match &mut state.pack {
+                        Some(pack) => pack,
+                        None => state.pack.insert(shared.repo.begin_pack()?),
+                    };
+                    let location = pack.append(digest, &encoded.frame)?;
+                    if pack.is_full() {
+                        if let Some(full) = state.pack.take() {
+                            full.seal()?;
+                        }
+                    }
+                    shared.dedup.insert(digest, location);
+                    stats.new_chunks += 1;
+                    stats.new_bytes += data.len() as u64;
+                    stats.stored_bytes += encoded.frame.len() as u64;
+                    location
+                }
+            },
+        };
+        entries.push(ChunkRef {
+            digest,
+            location: Some(location),
+        });
     }
     Ok(BatchDone {
         first_index: batch.first_index,
         bytes: batch.data.len() as u64,
-        digests,
+        entries,
         stats,
     })
 }
 
-/// Puts the workers' answers back in volume order and streams the digests
+/// Puts the workers' answers back in volume order and streams the entries
 /// into the manifest.
 fn collect(
     done_rx: &Receiver<Result<BatchDone, EngineError>>,
@@ -386,10 +441,10 @@ fn collect(
         let done = result?;
         waiting.insert(done.first_index, done);
         while let Some(done) = waiting.remove(&next_index) {
-            for digest in &done.digests {
-                manifest.push(digest)?;
+            for entry in &done.entries {
+                manifest.push(entry)?;
             }
-            next_index += done.digests.len() as u64;
+            next_index += done.entries.len() as u64;
             add_stats(&mut total, &done.stats);
             progress.advance(done.bytes);
         }

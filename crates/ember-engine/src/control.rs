@@ -65,16 +65,22 @@ pub struct Tuning {
     /// Bytes of volume data per batch handed to a worker. Memory in flight
     /// is about `3 × threads × batch_bytes`.
     pub batch_bytes: usize,
+    /// Most chunks a backup's deduplication index holds (44 bytes each);
+    /// past it, data stored already may be stored again.
+    pub dedup_entries: usize,
 }
 
 impl Default for Tuning {
-    /// One worker per core and 1 MiB batches: about 6 MiB in flight on two cores.
+    /// One worker per core and 1 MiB batches (about 6 MiB in flight on two
+    /// cores); a deduplication index of at most 2 Mi chunks (88 MiB, 64 GiB
+    /// of distinct data at 32 KiB chunks).
     fn default() -> Self {
         Tuning {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
             batch_bytes: 1 << 20,
+            dedup_entries: 2 << 20,
         }
     }
 }

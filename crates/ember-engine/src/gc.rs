@@ -1,20 +1,23 @@
-//! Garbage collection: remove chunks that no backup references.
+//! Garbage collection: remove packs that no backup references.
 //!
 //! Safe beside running backups (the argument is in docs/format.md):
 //! 1. note the time `t0` and the running writers; the cutoff is the
 //!    earliest of `t0` and their start times, minus the grace period;
-//! 2. mark every chunk of every committed manifest;
+//! 2. mark every pack named by every committed manifest;
 //! 3. look at the running writers again: the parent of each must exist
 //!    (and is marked), else gc refuses to run;
-//! 4. delete unmarked chunks last written or touched before the cutoff,
-//!    through the store's race-free conditional delete.
+//! 4. delete unmarked packs last written or touched before the cutoff,
+//!    through the store's race-free conditional delete (a backup touches a
+//!    pack before it reuses a chunk from it).
+//!
+//! A pack some of whose chunks are still referenced is kept whole.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
+use ember_format::PackId;
 use ember_repo::{RepoError, Repository, WriterInfo};
-use ember_store::{ObjectKey, ObjectKind};
-use ember_types::{BackupId, ChunkDigest};
+use ember_types::BackupId;
 use serde::Serialize;
 
 use crate::{EngineError, Progress};
@@ -22,24 +25,24 @@ use crate::{EngineError, Progress};
 /// What garbage collection found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct GcReport {
-    /// Backups whose chunks were kept.
+    /// Backups whose packs were kept.
     pub backups: u64,
-    /// Distinct chunks referenced by them.
-    pub chunks_in_use: u64,
-    /// Unreferenced chunks removed (or, in a dry run, that would be).
-    pub chunks_removed: u64,
-    /// Bytes those chunks took.
+    /// Distinct packs referenced by them.
+    pub packs_in_use: u64,
+    /// Unreferenced packs removed (or, in a dry run, that would be).
+    pub packs_removed: u64,
+    /// Bytes those packs took.
     pub bytes_removed: u64,
-    /// Unreferenced chunks kept because they are newer than the cutoff
+    /// Unreferenced packs kept because they are newer than the cutoff
     /// (a running or very recent backup may use them).
-    pub chunks_kept_recent: u64,
+    pub packs_kept_recent: u64,
     /// Leftovers of interrupted writes removed.
     pub temporaries_removed: u64,
     /// Whether nothing was removed on purpose.
     pub dry_run: bool,
 }
 
-/// Removes unreferenced chunks older than the cutoff (see the module docs).
+/// Removes unreferenced packs older than the cutoff (see the module docs).
 pub fn run_gc(
     repo: &Repository,
     grace: Duration,
@@ -62,7 +65,7 @@ pub fn run_gc(
         dry_run,
         ..GcReport::default()
     };
-    let mut marked: HashSet<ChunkDigest> = HashSet::new();
+    let mut marked: HashSet<PackId> = HashSet::new();
     let mut marked_backups: HashSet<BackupId> = HashSet::new();
     for id in repo.backup_ids()? {
         if mark_backup(repo, &id, &mut marked)? {
@@ -90,53 +93,48 @@ pub fn run_gc(
         marked_backups.insert(parent);
     }
     report.backups = marked_backups.len() as u64;
-    report.chunks_in_use = marked.len() as u64;
+    report.packs_in_use = marked.len() as u64;
 
-    let store = repo.store();
     let mut candidates = Vec::new();
-    store.list(ObjectKind::Chunk, &mut |meta| {
-        let Ok(digest) = meta.name.parse::<ChunkDigest>() else {
-            return Ok(());
-        };
-        if marked.contains(&digest) {
-            return Ok(());
+    for pack in repo.list_packs()? {
+        if marked.contains(&pack.id) {
+            continue;
         }
-        if meta.modified >= cutoff {
-            report.chunks_kept_recent += 1;
+        if pack.modified >= cutoff {
+            report.packs_kept_recent += 1;
         } else {
-            candidates.push((meta.name, meta.size));
+            candidates.push(pack);
         }
-        Ok(())
-    })?;
+    }
     progress.set_total(candidates.len() as u64);
-    for (name, size) in candidates {
-        let removed = dry_run
-            || store.delete_if_untouched_since(&ObjectKey::new(ObjectKind::Chunk, name), cutoff)?;
+    for pack in candidates {
+        let removed = dry_run || repo.delete_pack_if_untouched_since(&pack.id, cutoff)?;
         if removed {
-            report.chunks_removed += 1;
-            report.bytes_removed += size;
+            report.packs_removed += 1;
+            report.bytes_removed += pack.size;
         } else {
-            report.chunks_kept_recent += 1;
+            report.packs_kept_recent += 1;
         }
         progress.advance(1);
     }
     if !dry_run {
+        let store = repo.store();
         report.temporaries_removed = store.remove_stale_temporaries(cutoff)?;
         store.sync()?;
     }
     Ok(report)
 }
 
-/// Marks every chunk of backup `id`; `false` if the backup does not exist.
-/// A damaged manifest stops gc: it cannot tell which chunks that backup needs.
+/// Marks every pack backup `id` uses; `false` if the backup does not exist.
+/// A damaged manifest stops gc: it cannot tell which packs that backup needs.
 fn mark_backup(
     repo: &Repository,
     id: &BackupId,
-    marked: &mut HashSet<ChunkDigest>,
+    marked: &mut HashSet<PackId>,
 ) -> Result<bool, EngineError> {
     let refuse = |e: RepoError| {
         EngineError::GcRefused(format!(
-            "{e}; gc cannot tell which chunks that backup needs (run `ember repo verify`, then delete or repair it)"
+            "{e}; gc cannot tell which packs that backup needs (run `ember repo verify`, then delete or repair it)"
         ))
     };
     let mut entries = match repo.open_entries(id) {
@@ -146,11 +144,12 @@ fn mark_backup(
         Err(e) => return Err(e.into()),
     };
     loop {
-        match entries.next_digest() {
-            Ok(Some(digest)) if !digest.is_zero_chunk() => {
-                marked.insert(digest);
+        match entries.next_entry() {
+            Ok(Some(entry)) => {
+                if let Some(location) = entry.location {
+                    marked.insert(location.pack);
+                }
             }
-            Ok(Some(_)) => {}
             Ok(None) => return Ok(true),
             Err(e) => return Err(refuse(e)),
         }

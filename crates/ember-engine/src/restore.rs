@@ -1,18 +1,20 @@
 //! The restore pipeline.
 //!
 //! ```text
-//! manifest ──batches of digests──▶ workers (×threads): fetch, check CRC,
-//!                                  decompress, check SHA-256, write runs,
-//!                                  zero holes (skipped on a fresh target)
+//! manifest ──batches of entries──▶ workers (×threads): read the frames of
+//!                                  consecutive chunks in one range read,
+//!                                  check CRC, decompress, check SHA-256,
+//!                                  write runs, zero holes (skipped on a
+//!                                  fresh target)
 //! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crossbeam_channel::{bounded, Receiver};
-use ember_format::ChunkDecoder;
-use ember_repo::Repository;
-use ember_types::{BackupId, ChunkDigest};
+use ember_format::{ChunkDecoder, ChunkError, ChunkRef};
+use ember_repo::{RepoError, Repository};
+use ember_types::BackupId;
 use ember_volume::Target;
 use serde::Serialize;
 
@@ -31,9 +33,12 @@ pub struct RestoreReport {
     pub zero_chunks: u64,
 }
 
+/// Largest range of a pack read at once.
+const MAX_READ: u64 = 4 << 20;
+
 struct RestoreBatch {
     first_index: u64,
-    digests: Vec<ChunkDigest>,
+    entries: Vec<ChunkRef>,
 }
 
 /// Restores backup `id` into `target`, verifying every chunk against its
@@ -89,10 +94,10 @@ pub fn run_restore(
                 fail(EngineError::Cancelled);
                 break;
             }
-            let mut digests = Vec::with_capacity(per_batch);
-            while digests.len() < per_batch {
-                match entries.next_digest() {
-                    Ok(Some(digest)) => digests.push(digest),
+            let mut batch = Vec::with_capacity(per_batch);
+            while batch.len() < per_batch {
+                match entries.next_entry() {
+                    Ok(Some(entry)) => batch.push(entry),
                     Ok(None) => break,
                     Err(e) => {
                         fail(e.into());
@@ -100,14 +105,14 @@ pub fn run_restore(
                     }
                 }
             }
-            if digests.is_empty() {
+            if batch.is_empty() {
                 break;
             }
-            let count = digests.len() as u64;
+            let count = batch.len() as u64;
             if work_tx
                 .send(RestoreBatch {
                     first_index: index,
-                    digests,
+                    entries: batch,
                 })
                 .is_err()
             {
@@ -196,54 +201,127 @@ fn restore_batch(
 ) -> Result<(u64, u64), EngineError> {
     let chunk = u64::from(job.info.chunk_size);
     let size = job.info.volume_size;
+    let entries = &batch.entries;
     let batch_start = batch.first_index * chunk;
-    let batch_end = (batch_start + batch.digests.len() as u64 * chunk).min(size);
-    run.resize(batch.digests.len() * chunk as usize, 0);
+    let batch_end = (batch_start + entries.len() as u64 * chunk).min(size);
+    run.resize(entries.len() * chunk as usize, 0);
     let (mut data_chunks, mut zero_chunks) = (0, 0);
     let mut i = 0;
-    while i < batch.digests.len() {
-        let zero = batch.digests[i].is_zero_chunk();
+    while i < entries.len() {
+        let hole = entries[i].is_hole();
         let run_start = batch_start + i as u64 * chunk;
-        let mut filled = 0usize;
-        while i < batch.digests.len() && batch.digests[i].is_zero_chunk() == zero {
-            if zero {
-                zero_chunks += 1;
-            } else {
-                let index = batch.first_index + i as u64;
-                let bad_chunk = |source| EngineError::BadChunk {
-                    backup: job.info.id,
-                    index,
-                    offset: index * chunk,
-                    source,
-                };
-                let expected = (size - index * chunk).min(chunk) as usize;
-                let room = &mut run[filled..filled + chunk as usize];
-                let got = job
-                    .repo
-                    .read_chunk_to(&batch.digests[i], decoder, room)
-                    .map_err(bad_chunk)?;
-                if got != expected {
-                    return Err(bad_chunk(ember_repo::RepoError::DamagedChunk {
-                        digest: batch.digests[i],
-                        source: ember_format::ChunkError::LengthMismatch {
-                            expected,
-                            actual: got,
-                        },
-                    }));
-                }
-                filled += got;
-                data_chunks += 1;
-            }
+        let first = i;
+        while i < entries.len() && entries[i].is_hole() == hole {
             i += 1;
         }
         let run_end = (batch_start + i as u64 * chunk).min(batch_end);
+        if hole {
+            zero_chunks += (i - first) as u64;
+        } else {
+            let len = (run_end - run_start) as usize;
+            fetch_run(
+                job,
+                batch.first_index + first as u64,
+                &entries[first..i],
+                decoder,
+                &mut run[..len],
+            )?;
+            data_chunks += (i - first) as u64;
+        }
         let _turn = job.write_turn.lock().unwrap_or_else(|p| p.into_inner());
-        if zero {
+        if hole {
             job.target.zero(run_start, run_end - run_start)?;
         } else {
-            job.target.write_at(&run[..filled], run_start)?;
+            job.target
+                .write_at(&run[..(run_end - run_start) as usize], run_start)?;
         }
     }
     job.progress.advance(batch_end - batch_start);
     Ok((data_chunks, zero_chunks))
+}
+
+/// Fills `out` with the plaintext of consecutive data chunks, the first of
+/// which is chunk `first_index` of the volume: frames that lie back to back
+/// in one pack are read with one range read, then each is checked and
+/// decoded into its place.
+fn fetch_run(
+    job: &Job<'_>,
+    first_index: u64,
+    entries: &[ChunkRef],
+    decoder: &mut ChunkDecoder,
+    out: &mut [u8],
+) -> Result<(), EngineError> {
+    let chunk = job.info.chunk_size as usize;
+    let out_len = out.len();
+    let mut i = 0;
+    while i < entries.len() {
+        let bad_chunk = |at: usize, source| {
+            let index = first_index + at as u64;
+            EngineError::BadChunk {
+                backup: job.info.id,
+                index,
+                offset: index * chunk as u64,
+                source,
+            }
+        };
+        let Some(start) = entries[i].location else {
+            return Err(bad_chunk(
+                i,
+                RepoError::DamagedChunk {
+                    digest: entries[i].digest,
+                    source: ChunkError::Truncated(0),
+                },
+            ));
+        };
+        let mut end = start.end();
+        let mut next = i + 1;
+        while let Some(Some(location)) = entries.get(next).map(|e| e.location) {
+            if location.pack != start.pack
+                || u64::from(location.offset) != end
+                || location.end() - u64::from(start.offset) > MAX_READ
+            {
+                break;
+            }
+            end = location.end();
+            next += 1;
+        }
+        let bytes = job
+            .repo
+            .read_pack_range(
+                &start.pack,
+                u64::from(start.offset),
+                end - u64::from(start.offset),
+            )
+            .map_err(|e| bad_chunk(i, e))?;
+        for at in i..next {
+            let entry = &entries[at];
+            let location = entry.location.unwrap_or(start);
+            let from = (location.offset - start.offset) as usize;
+            let frame = bytes
+                .get(from..from + location.len as usize)
+                .unwrap_or_else(|| bytes.get(from..).unwrap_or_default());
+            let room = &mut out[at * chunk..((at + 1) * chunk).min(out_len)];
+            let expected = room.len();
+            let damaged = |source| {
+                bad_chunk(
+                    at,
+                    RepoError::DamagedChunk {
+                        digest: entry.digest,
+                        source,
+                    },
+                )
+            };
+            let got = decoder
+                .decode_to(frame, &entry.digest, room)
+                .map_err(damaged)?;
+            if got != expected {
+                return Err(damaged(ChunkError::LengthMismatch {
+                    expected,
+                    actual: got,
+                }));
+            }
+        }
+        i = next;
+    }
+    Ok(())
 }

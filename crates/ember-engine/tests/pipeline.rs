@@ -55,12 +55,12 @@ fn identical_data_is_stored_once_across_volumes() {
     write(&fx.path("a.img"), &data);
     write(&fx.path("b.img"), &data);
     let first = fx.backup(&fx.path("a.img"), ParentChoice::None);
-    let files_after_first = chunk_files(&fx.repo_path()).len();
+    let files_after_first = pack_files(&fx.repo_path()).len();
     let second = fx.backup(&fx.path("b.img"), ParentChoice::None);
     assert!(first.stats.new_chunks > 0);
     assert_eq!(second.stats.new_chunks, 0);
     assert_eq!(second.stats.deduplicated_chunks, first.stats.new_chunks);
-    assert_eq!(chunk_files(&fx.repo_path()).len(), files_after_first);
+    assert_eq!(pack_files(&fx.repo_path()).len(), files_after_first);
     assert!(fx.restore(&second.id) == data);
 }
 
@@ -131,9 +131,11 @@ fn deleting_any_backup_leaves_the_others_restorable_after_gc() {
         .delete_backup(&versions[1].0)
         .expect("delete middle");
     let report = run_gc(&fx.repo, Duration::ZERO, false, &Progress::new()).expect("gc");
-    assert!(
-        report.chunks_removed > 0,
-        "the deleted backups' own chunks go"
+    assert_eq!(report.backups, 1);
+    assert_eq!(
+        pack_files(&fx.repo_path()).len() as u64,
+        report.packs_in_use,
+        "exactly the packs the remaining backup uses stay"
     );
     assert!(fx.restore(&versions[2].0) == versions[2].1);
     let verify =
@@ -149,75 +151,92 @@ fn deleting_any_backup_leaves_the_others_restorable_after_gc() {
 #[test]
 fn corrupted_and_missing_chunks_are_detected_by_restore_and_verify() {
     let fx = Fixture::new();
-    let volume = fx.path("vol.img");
-    write(&volume, &volume_bytes(4, 16));
-    let info = fx.backup(&volume, ParentChoice::None);
-    let files = chunk_files(&fx.repo_path());
-    assert!(files.len() >= 2);
+    write(&fx.path("a.img"), &volume_bytes(4, 16));
+    write(&fx.path("b.img"), &volume_bytes(40, 16));
+    let a = fx.backup(&fx.path("a.img"), ParentChoice::None);
+    let packs_of_a = pack_files(&fx.repo_path());
+    let b = fx.backup(&fx.path("b.img"), ParentChoice::None);
+    let packs_of_b: Vec<_> = pack_files(&fx.repo_path())
+        .into_iter()
+        .filter(|p| !packs_of_a.contains(p))
+        .collect();
+    assert!(!packs_of_a.is_empty() && !packs_of_b.is_empty());
 
-    // Flip one payload bit in one chunk and remove another.
-    let mut frame = std::fs::read(&files[0]).expect("read chunk");
-    let last = frame.len() - 1;
-    frame[last] ^= 0x01;
-    std::fs::write(&files[0], &frame).expect("damage");
-    std::fs::remove_file(&files[1]).expect("remove");
+    // Flip one payload bit of the first frame of a pack of `a` (after the
+    // 8-byte pack magic and the 16-byte frame header); remove `b`'s packs.
+    let mut pack = std::fs::read(&packs_of_a[0]).expect("read pack");
+    pack[8 + 16] ^= 0x01;
+    std::fs::write(&packs_of_a[0], &pack).expect("damage");
+    for file in &packs_of_b {
+        std::fs::remove_file(file).expect("remove");
+    }
 
-    let out = fx.path("out.img");
-    let target = Target::create(&out, info.volume_size).expect("target");
-    let err = run_restore(
+    for info in [&a, &b] {
+        let out = fx.path("out.img");
+        let target = Target::create(&out, info.volume_size).expect("target");
+        let err = run_restore(
+            &fx.repo,
+            &info.id,
+            target,
+            tuning(),
+            &Progress::new(),
+            &CancelToken::new(),
+        )
+        .expect_err("restore must fail");
+        let message = err.to_string();
+        assert!(
+            matches!(err, EngineError::BadChunk { backup, .. } if backup == info.id),
+            "{message}"
+        );
+        assert!(message.contains(&info.id.to_string()), "{message}");
+        assert!(!out.exists(), "a failed restore leaves no file");
+    }
+
+    let only_a = run_verify(
         &fx.repo,
-        &info.id,
-        target,
-        tuning(),
-        &Progress::new(),
-        &CancelToken::new(),
-    )
-    .expect_err("restore must fail");
-    let message = err.to_string();
-    assert!(
-        matches!(err, EngineError::BadChunk { backup, .. } if backup == info.id),
-        "{message}"
-    );
-    assert!(message.contains(&info.id.to_string()), "{message}");
-    assert!(!out.exists(), "a failed restore leaves no file");
-
-    let report = run_verify(
-        &fx.repo,
-        VerifyScope::Backup(info.id),
+        VerifyScope::Backup(a.id),
         tuning(),
         &Progress::new(),
     )
     .expect("verify");
-    assert!(!report.is_clean());
-    assert_eq!(report.bad_chunks.len(), 2);
-    assert!(report
-        .bad_chunks
-        .iter()
-        .any(|b| b.problem == ChunkProblem::Missing));
-    assert!(report
-        .bad_chunks
-        .iter()
-        .any(|b| matches!(b.problem, ChunkProblem::Damaged(_))));
-    assert_eq!(report.affected_backups.len(), 1);
-    assert_eq!(report.affected_backups[0].id, info.id);
+    assert!(!only_a.is_clean());
+    assert_eq!(only_a.bad_chunks.len(), 1, "{only_a:?}");
+    assert!(matches!(
+        only_a.bad_chunks[0].problem,
+        ChunkProblem::Damaged(_)
+    ));
+    assert_eq!(only_a.affected_backups.len(), 1);
+    assert_eq!(only_a.affected_backups[0].id, a.id);
+
+    let all = run_verify(&fx.repo, VerifyScope::All, tuning(), &Progress::new()).expect("verify");
+    assert_eq!(all.affected_backups.len(), 2, "{all:?}");
+    assert_eq!(
+        all.bad_chunks
+            .iter()
+            .filter(|c| c.problem == ChunkProblem::Missing)
+            .count() as u64,
+        b.stats.new_chunks
+    );
+    assert_eq!(all.bad_chunks.len() as u64, b.stats.new_chunks + 1);
+    assert!(all.bad_unreferenced_chunks.is_empty());
 }
 
 #[test]
-fn a_damaged_chunk_is_replaced_by_the_next_backup_of_the_same_data() {
+fn a_damaged_pack_is_not_reused_by_the_next_backup_of_the_same_data() {
     let fx = Fixture::new();
     let volume = fx.path("vol.img");
     let data = volume_bytes(5, 8);
     write(&volume, &data);
     fx.backup(&volume, ParentChoice::None);
-    for file in chunk_files(&fx.repo_path()) {
-        // Torn as by a crash: a truncated frame.
-        let frame = std::fs::read(&file).expect("read");
-        std::fs::write(&file, &frame[..frame.len() / 2]).expect("tear");
+    for file in pack_files(&fx.repo_path()) {
+        // Damaged by hand (the store never shows a torn pack): truncated.
+        let pack = std::fs::read(&file).expect("read");
+        std::fs::write(&file, &pack[..pack.len() / 2]).expect("tear");
     }
     let again = fx.backup(&volume, ParentChoice::None);
     assert_eq!(
         again.stats.deduplicated_chunks, 0,
-        "torn copies are not trusted"
+        "packs whose index cannot be read are not trusted"
     );
     assert!(fx.restore(&again.id) == data);
 }
@@ -386,7 +405,7 @@ fn cancelled_backup_is_never_listed() {
 }
 
 #[test]
-fn gc_keeps_chunks_a_running_backup_may_use_and_refuses_when_its_parent_vanishes() {
+fn gc_keeps_packs_a_running_backup_may_use_and_refuses_when_its_parent_vanishes() {
     let fx = Fixture::new();
     let volume = fx.path("vol.img");
     write(&volume, &volume_bytes(50, 8));
@@ -405,18 +424,18 @@ fn gc_keeps_chunks_a_running_backup_may_use_and_refuses_when_its_parent_vanishes
         matches!(refused, Err(EngineError::GcRefused(_))),
         "{refused:?}"
     );
-    assert!(!chunk_files(&fx.repo_path()).is_empty());
+    assert!(!pack_files(&fx.repo_path()).is_empty());
 
     let dry = run_gc(&fx.repo, Duration::ZERO, true, &Progress::new());
     assert!(dry.is_err(), "dry runs refuse too");
     drop(lease);
     let report = run_gc(&fx.repo, Duration::ZERO, false, &Progress::new()).expect("gc");
-    assert!(report.chunks_removed > 0);
-    assert!(chunk_files(&fx.repo_path()).is_empty());
+    assert!(report.packs_removed > 0);
+    assert!(pack_files(&fx.repo_path()).is_empty());
 }
 
 #[test]
-fn gc_keeps_unreferenced_chunks_newer_than_the_oldest_running_writer() {
+fn gc_keeps_unreferenced_packs_newer_than_the_oldest_running_writer() {
     let fx = Fixture::new();
     let volume = fx.path("vol.img");
     write(&volume, &volume_bytes(51, 8));
@@ -429,29 +448,32 @@ fn gc_keeps_unreferenced_chunks_newer_than_the_oldest_running_writer() {
     std::thread::sleep(Duration::from_millis(20));
     let info = fx.backup(&volume, ParentChoice::None);
     fx.repo.delete_backup(&info.id).expect("delete");
+    let packs = pack_files(&fx.repo_path()).len() as u64;
+    assert!(packs > 0);
     let kept = run_gc(&fx.repo, Duration::ZERO, false, &Progress::new()).expect("gc");
-    assert_eq!(kept.chunks_removed, 0);
-    assert_eq!(kept.chunks_kept_recent, info.stats.new_chunks);
+    assert_eq!(kept.packs_removed, 0);
+    assert_eq!(kept.packs_kept_recent, packs);
     drop(writer);
     let removed = run_gc(&fx.repo, Duration::ZERO, false, &Progress::new()).expect("gc");
-    assert_eq!(removed.chunks_removed, info.stats.new_chunks);
+    assert_eq!(removed.packs_removed, packs);
+    assert!(pack_files(&fx.repo_path()).is_empty());
 }
 
 #[test]
-fn gc_spares_recent_unreferenced_chunks_within_the_grace_period() {
+fn gc_spares_recent_unreferenced_packs_within_the_grace_period() {
     let fx = Fixture::new();
     let volume = fx.path("vol.img");
     write(&volume, &volume_bytes(60, 8));
     let info = fx.backup(&volume, ParentChoice::None);
     fx.repo.delete_backup(&info.id).expect("delete");
     let kept = run_gc(&fx.repo, Duration::from_secs(3600), false, &Progress::new()).expect("gc");
-    assert_eq!(kept.chunks_removed, 0);
-    assert!(kept.chunks_kept_recent > 0);
+    assert_eq!(kept.packs_removed, 0);
+    assert!(kept.packs_kept_recent > 0);
     let dry = run_gc(&fx.repo, Duration::ZERO, true, &Progress::new()).expect("gc");
-    assert_eq!(dry.chunks_removed, kept.chunks_kept_recent);
+    assert_eq!(dry.packs_removed, kept.packs_kept_recent);
     assert_eq!(
-        chunk_files(&fx.repo_path()).len() as u64,
-        kept.chunks_kept_recent,
+        pack_files(&fx.repo_path()).len() as u64,
+        kept.packs_kept_recent,
         "dry run removes nothing"
     );
 }

@@ -1,9 +1,11 @@
 //! Backup manifests: one per backup, the list of its chunks and its record.
 //!
 //! ```text
-//! "EMBRMAN1"                       8-byte magic
-//! zstd frame                       entry_count × 32-byte chunk digests, in
-//!                                  volume order (all zeros = a hole)
+//! "EMBRMAN2"                       8-byte magic
+//! zstd frame                       entry_count × 56-byte entries, in volume
+//!                                  order: chunk digest (32), pack id (16),
+//!                                  frame offset (u32 LE), frame length
+//!                                  (u32 LE); a hole is all zeros
 //! footer                           JSON: format_version, entry_count, backup record
 //! footer length                    u32 little-endian
 //! checksum                         SHA-256 of every byte before it
@@ -17,18 +19,24 @@
 use std::io::{self, Read, Write};
 
 use ember_types::{BackupInfo, ChunkDigest};
+
+use crate::chunk::HEADER_LEN;
+use crate::pack::{ChunkLocation, PackId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The eight bytes every manifest starts with.
-pub const MANIFEST_MAGIC: [u8; 8] = *b"EMBRMAN1";
+pub const MANIFEST_MAGIC: [u8; 8] = *b"EMBRMAN2";
 /// Version of the repository format this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Length of the fixed trailer: footer length and checksum.
 pub const TRAILER_LEN: usize = 4 + 32;
 /// Footers larger than this are refused as corrupt (they hold a record, not data).
 const MAX_FOOTER_LEN: u32 = 1 << 20;
-/// zstd level for the digest list: digests do not compress, holes do.
+/// Length of one manifest entry.
+pub const ENTRY_LEN: usize = 32 + 16 + 4 + 4;
+/// zstd level for the entry list: digests do not compress; holes and the
+/// runs of one pack id do.
 const ENTRY_COMPRESSION_LEVEL: i32 = 3;
 
 /// Why a manifest cannot be read.
@@ -49,9 +57,76 @@ pub enum ManifestError {
     /// The manifest holds fewer entries than its footer says.
     #[error("manifest holds fewer chunk entries than its footer says")]
     TooFewEntries,
-    /// Written by a newer Ember.
-    #[error("manifest format version {0} is newer than this Ember understands ({FORMAT_VERSION})")]
+    /// An entry is neither a hole nor a plausible chunk location.
+    #[error("manifest entry {0} is malformed")]
+    BadEntry(u64),
+    /// Written by another version of the format.
+    #[error("manifest format version {0} is not the one this Ember reads ({FORMAT_VERSION})")]
     UnsupportedVersion(u32),
+}
+
+/// One entry of a manifest: a chunk of the volume, and where its frame is
+/// kept (`None` for a hole: a chunk of zeros, never stored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRef {
+    /// Digest of the chunk's plaintext ([`ChunkDigest::ZERO_CHUNK`] for a hole).
+    pub digest: ChunkDigest,
+    /// Where its frame is; `None` exactly for a hole.
+    pub location: Option<ChunkLocation>,
+}
+
+impl ChunkRef {
+    /// A chunk of zeros.
+    pub const HOLE: ChunkRef = ChunkRef {
+        digest: ChunkDigest::ZERO_CHUNK,
+        location: None,
+    };
+
+    /// Whether this is a chunk of zeros.
+    pub fn is_hole(&self) -> bool {
+        self.location.is_none()
+    }
+
+    fn encode(&self) -> [u8; ENTRY_LEN] {
+        let mut bytes = [0u8; ENTRY_LEN];
+        if let Some(location) = &self.location {
+            bytes[..32].copy_from_slice(&self.digest.0);
+            bytes[32..48].copy_from_slice(&location.pack.0);
+            bytes[48..52].copy_from_slice(&location.offset.to_le_bytes());
+            bytes[52..56].copy_from_slice(&location.len.to_le_bytes());
+        }
+        bytes
+    }
+
+    fn decode(bytes: &[u8; ENTRY_LEN], index: u64) -> Result<Self, ManifestError> {
+        let digest = ChunkDigest(
+            bytes[..32]
+                .try_into()
+                .map_err(|_| ManifestError::BadEntry(index))?,
+        );
+        let word = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        if bytes.iter().all(|&b| b == 0) {
+            return Ok(ChunkRef::HOLE);
+        }
+        let location = ChunkLocation {
+            pack: PackId(
+                bytes[32..48]
+                    .try_into()
+                    .map_err(|_| ManifestError::BadEntry(index))?,
+            ),
+            offset: word(48),
+            len: word(52),
+        };
+        if digest.is_zero_chunk() || (location.len as usize) < HEADER_LEN {
+            return Err(ManifestError::BadEntry(index));
+        }
+        Ok(ChunkRef {
+            digest,
+            location: Some(location),
+        })
+    }
 }
 
 /// The JSON footer of a manifest.
@@ -59,7 +134,7 @@ pub enum ManifestError {
 pub struct ManifestFooter {
     /// Format version the manifest was written with.
     pub format_version: u32,
-    /// Number of 32-byte chunk entries in the body.
+    /// Number of entries in the body.
     pub entry_count: u64,
     /// The backup's record.
     pub backup: BackupInfo,
@@ -83,7 +158,7 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Writes a manifest in one pass: chunk digests as they come, then the
+/// Writes a manifest in one pass: chunk entries as they come, then the
 /// record at [`ManifestWriter::finish`].
 pub struct ManifestWriter<W: Write> {
     entries: zstd::stream::write::Encoder<'static, HashingWriter<W>>,
@@ -105,9 +180,9 @@ impl<W: Write> ManifestWriter<W> {
         })
     }
 
-    /// Appends the digest of the next chunk of the volume.
-    pub fn push(&mut self, digest: &ChunkDigest) -> Result<(), ManifestError> {
-        self.entries.write_all(&digest.0)?;
+    /// Appends the entry of the next chunk of the volume.
+    pub fn push(&mut self, entry: &ChunkRef) -> Result<(), ManifestError> {
+        self.entries.write_all(&entry.encode())?;
         self.entry_count += 1;
         Ok(())
     }
@@ -201,10 +276,11 @@ impl Write for HashSink<'_> {
     }
 }
 
-/// Streams a manifest's chunk digests in volume order.
+/// Streams a manifest's chunk entries in volume order.
 pub struct EntryReader<R: Read> {
     decoder: zstd::stream::read::Decoder<'static, io::BufReader<R>>,
-    remaining: u64,
+    next_index: u64,
+    count: u64,
 }
 
 impl<R: Read> EntryReader<R> {
@@ -219,32 +295,34 @@ impl<R: Read> EntryReader<R> {
         let decoder = zstd::stream::read::Decoder::new(reader)?.single_frame();
         Ok(EntryReader {
             decoder,
-            remaining: entry_count,
+            next_index: 0,
+            count: entry_count,
         })
     }
 
-    /// The next digest, or `None` after the last.
-    pub fn next_digest(&mut self) -> Result<Option<ChunkDigest>, ManifestError> {
-        if self.remaining == 0 {
+    /// The next entry, or `None` after the last.
+    pub fn next_entry(&mut self) -> Result<Option<ChunkRef>, ManifestError> {
+        if self.next_index == self.count {
             return Ok(None);
         }
-        let mut digest = [0u8; 32];
+        let mut bytes = [0u8; ENTRY_LEN];
         self.decoder
-            .read_exact(&mut digest)
+            .read_exact(&mut bytes)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::UnexpectedEof => ManifestError::TooFewEntries,
                 _ => ManifestError::Io(e),
             })?;
-        self.remaining -= 1;
-        Ok(Some(ChunkDigest(digest)))
+        let entry = ChunkRef::decode(&bytes, self.next_index)?;
+        self.next_index += 1;
+        Ok(Some(entry))
     }
 }
 
 impl<R: Read> Iterator for EntryReader<R> {
-    type Item = Result<ChunkDigest, ManifestError>;
+    type Item = Result<ChunkRef, ManifestError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_digest().transpose()
+        self.next_entry().transpose()
     }
 }
 
@@ -271,10 +349,21 @@ mod tests {
         }
     }
 
-    fn write_manifest(digests: &[ChunkDigest], record: BackupInfo) -> Vec<u8> {
+    fn data(byte: u8) -> ChunkRef {
+        ChunkRef {
+            digest: ChunkDigest([byte; 32]),
+            location: Some(ChunkLocation {
+                pack: PackId([byte.wrapping_add(1); 16]),
+                offset: u32::from(byte) * 100,
+                len: 16 + u32::from(byte),
+            }),
+        }
+    }
+
+    fn write_manifest(entries: &[ChunkRef], record: BackupInfo) -> Vec<u8> {
         let mut writer = ManifestWriter::new(Vec::new()).expect("writer");
-        for digest in digests {
-            writer.push(digest).expect("push");
+        for entry in entries {
+            writer.push(entry).expect("push");
         }
         writer.finish(record).expect("finish")
     }
@@ -288,12 +377,12 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let digests: Vec<ChunkDigest> = (0..1000u32)
+        let digests: Vec<ChunkRef> = (0..1000u32)
             .map(|i| {
                 if i % 3 == 0 {
-                    ChunkDigest::ZERO_CHUNK
+                    ChunkRef::HOLE
                 } else {
-                    ChunkDigest([i as u8; 32])
+                    data(i as u8 | 1)
                 }
             })
             .collect();
@@ -304,7 +393,7 @@ mod tests {
         let footer = read_footer(&bytes);
         assert_eq!(footer.backup, record);
         assert_eq!(footer.entry_count, 1000);
-        let read: Vec<ChunkDigest> = EntryReader::new(&bytes[..], footer.entry_count)
+        let read: Vec<ChunkRef> = EntryReader::new(&bytes[..], footer.entry_count)
             .expect("reader")
             .collect::<Result<_, _>>()
             .expect("entries");
@@ -313,7 +402,7 @@ mod tests {
 
     #[test]
     fn any_flipped_bit_fails_the_checksum() {
-        let bytes = write_manifest(&[ChunkDigest([7; 32]); 4], info(4 * 4096, 4096));
+        let bytes = write_manifest(&[data(7); 4], info(4 * 4096, 4096));
         for position in [0, 9, bytes.len() / 2, bytes.len() - 40, bytes.len() - 1] {
             let mut damaged = bytes.clone();
             damaged[position] ^= 0x10;
@@ -328,7 +417,7 @@ mod tests {
     #[test]
     fn footer_must_match_the_volume() {
         // Two entries pushed for a volume that needs three.
-        let bytes = write_manifest(&[ChunkDigest([1; 32]); 2], info(3 * 4096, 4096));
+        let bytes = write_manifest(&[data(1); 2], info(3 * 4096, 4096));
         let trailer = &bytes[bytes.len() - TRAILER_LEN..];
         let len = footer_len(trailer).expect("len") as usize;
         let footer = &bytes[bytes.len() - TRAILER_LEN - len..bytes.len() - TRAILER_LEN];

@@ -1,6 +1,6 @@
 //! Repository errors.
 
-use ember_format::{ChunkError, ManifestError};
+use ember_format::{ChunkError, ManifestError, PackError, PackId, FORMAT_VERSION};
 use ember_store::StoreError;
 use ember_types::{BackupId, ChunkDigest};
 
@@ -16,8 +16,8 @@ pub enum RepoError {
     /// The repository config cannot be read.
     #[error("repository config is damaged: {0}")]
     BadConfig(String),
-    /// Written by a newer Ember.
-    #[error("repository format version {0} is newer than this Ember understands")]
+    /// Written with another version of the format.
+    #[error("repository format version {0} is not the one this Ember reads ({FORMAT_VERSION})")]
     UnsupportedVersion(u32),
     /// No backup with this id.
     #[error("backup {0} does not exist")]
@@ -34,9 +34,22 @@ pub enum RepoError {
         #[source]
         source: ManifestError,
     },
-    /// A chunk is missing from the store.
-    #[error("chunk {0} is missing")]
-    MissingChunk(ChunkDigest),
+    /// A pack is missing from the store.
+    #[error("pack {0} is missing")]
+    MissingPack(PackId),
+    /// A pack's index cannot be trusted.
+    #[error("pack {pack} is damaged: {source}")]
+    DamagedPack {
+        /// The pack.
+        pack: PackId,
+        /// What is wrong.
+        #[source]
+        source: PackError,
+    },
+    /// A frame does not fit in a pack (cannot happen with the format's
+    /// limits: packs are sealed at 16 MiB, frames are at most 64 MiB).
+    #[error("chunk frame does not fit in pack {0}")]
+    PackOverflow(PackId),
     /// A chunk is present but fails its checks.
     #[error("chunk {digest} is damaged: {source}")]
     DamagedChunk {

@@ -1,19 +1,24 @@
-//! An Ember repository: format v1 (`ember-format`) kept on a storage target
+//! An Ember repository: format v2 (`ember-format`) kept on a storage target
 //! (`ember-store`).
 //!
-//! [`Repository`] is what the engine works with: it stores and fetches
-//! chunks (every fetched chunk is checked), writes manifests as the commit
+//! [`Repository`] is what the engine works with: it writes chunk frames into
+//! packs ([`PackWriter`]) and reads them back by location, finds chunks to
+//! deduplicate against ([`DedupIndex`]), writes manifests as the commit
 //! record of a backup, lists and describes backups from their manifests
 //! alone, and tracks running writers through leases so garbage collection
 //! can run beside them.
 #![forbid(unsafe_code)]
 
 mod config;
+mod dedup;
 mod error;
 mod lease;
+mod pack;
 mod repository;
 
 pub use config::RepoConfig;
+pub use dedup::DedupIndex;
 pub use error::RepoError;
 pub use lease::{WriterInfo, WriterLease};
-pub use repository::{BackupListing, ManifestEntries, PendingManifest, Repository};
+pub use pack::PackWriter;
+pub use repository::{BackupListing, ManifestEntries, PackMeta, PendingManifest, Repository};

@@ -4,19 +4,21 @@ use std::io::Read;
 use std::sync::Arc;
 
 use chrono::Utc;
-use ember_format::chunk::check_frame;
 use ember_format::manifest::{footer_len, parse_footer, verify_checksum, EntryReader, TRAILER_LEN};
-use ember_format::{ChunkDecoder, ManifestError, ManifestWriter, FORMAT_VERSION};
+use ember_format::pack::{index_len, parse_index, PACK_TRAILER_LEN};
+use ember_format::{
+    ChunkRef, ManifestError, ManifestWriter, PackEntry, PackError, PackId, FORMAT_VERSION,
+};
 use ember_store::{ObjectKey, ObjectKind, ObjectStore, ObjectWriter, StoreError};
-use ember_types::{BackupId, BackupInfo, ChunkDigest};
+use ember_types::{BackupId, BackupInfo};
 use uuid::Uuid;
 
-use crate::{RepoConfig, RepoError, WriterInfo, WriterLease};
+use crate::{PackWriter, RepoConfig, RepoError, WriterInfo, WriterLease};
 
 const CONFIG_NAME: &str = "config";
 
-fn chunk_key(digest: &ChunkDigest) -> ObjectKey {
-    ObjectKey::new(ObjectKind::Chunk, digest.to_hex())
+fn pack_key(id: &PackId) -> ObjectKey {
+    ObjectKey::new(ObjectKind::Pack, id.to_string())
 }
 
 fn manifest_key(id: &BackupId) -> ObjectKey {
@@ -64,7 +66,7 @@ impl Repository {
         };
         let config: RepoConfig =
             serde_json::from_slice(&bytes).map_err(|e| RepoError::BadConfig(e.to_string()))?;
-        if config.format_version > FORMAT_VERSION {
+        if config.format_version != FORMAT_VERSION {
             return Err(RepoError::UnsupportedVersion(config.format_version));
         }
         Ok(Repository { store, config })
@@ -94,85 +96,88 @@ impl Repository {
         self.store.location()
     }
 
-    /// Whether a whole, undamaged-looking copy of the chunk is stored; if
-    /// so it is touched, so a concurrent garbage collection keeps it. A copy
-    /// torn by a crash (bad frame or CRC) counts as absent and is replaced
-    /// by the caller's write.
-    pub fn reuse_chunk(&self, digest: &ChunkDigest) -> Result<bool, RepoError> {
-        let key = chunk_key(digest);
-        let frame = match self.store.get(&key) {
-            Ok(frame) => frame,
-            Err(e) if e.is_not_found() => return Ok(false),
-            Err(e) => return Err(e.into()),
-        };
-        if check_frame(&frame).is_err() {
-            return Ok(false);
+    /// Starts a new pack; invisible until sealed.
+    pub fn begin_pack(&self) -> Result<PackWriter, RepoError> {
+        let id = PackId::new_random();
+        PackWriter::start(id, self.store.create(&pack_key(&id))?)
+    }
+
+    /// Reads `len` bytes of pack `pack` from `offset`: the frames of one or
+    /// more consecutive chunks. The bytes are checked by decoding them.
+    pub fn read_pack_range(
+        &self,
+        pack: &PackId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, RepoError> {
+        match self.store.get_range(&pack_key(pack), offset, len) {
+            Err(e) if e.is_not_found() => Err(RepoError::MissingPack(*pack)),
+            other => Ok(other?),
         }
-        match self.store.touch(&key) {
+    }
+
+    /// Reads a whole pack.
+    pub fn read_pack(&self, pack: &PackId) -> Result<Vec<u8>, RepoError> {
+        match self.store.get(&pack_key(pack)) {
+            Err(e) if e.is_not_found() => Err(RepoError::MissingPack(*pack)),
+            other => Ok(other?),
+        }
+    }
+
+    /// The checked index of pack `pack`, which is `size` bytes long.
+    pub fn pack_index(&self, pack: &PackId, size: u64) -> Result<Vec<PackEntry>, RepoError> {
+        let damaged = |source| RepoError::DamagedPack {
+            pack: *pack,
+            source,
+        };
+        let trailer_at = size
+            .checked_sub(PACK_TRAILER_LEN as u64)
+            .ok_or(damaged(PackError::Truncated))?;
+        let trailer = self.read_pack_range(pack, trailer_at, PACK_TRAILER_LEN as u64)?;
+        let index_at = trailer_at
+            .checked_sub(index_len(&trailer).map_err(damaged)?)
+            .ok_or(damaged(PackError::Truncated))?;
+        let tail = self.read_pack_range(pack, index_at, size - index_at)?;
+        parse_index(&tail, size).map_err(damaged)
+    }
+
+    /// Every pack in the repository.
+    pub fn list_packs(&self) -> Result<Vec<PackMeta>, RepoError> {
+        let mut packs = Vec::new();
+        self.store.list(ObjectKind::Pack, &mut |meta| {
+            // Names that are not pack ids are not Ember's; leave them be.
+            if let Ok(id) = meta.name.parse() {
+                packs.push(PackMeta {
+                    id,
+                    size: meta.size,
+                    modified: meta.modified,
+                });
+            }
+            Ok(())
+        })?;
+        Ok(packs)
+    }
+
+    /// Marks pack `pack` as in use now, so garbage collection keeps it;
+    /// `false` if it is gone.
+    pub fn touch_pack(&self, pack: &PackId) -> Result<bool, RepoError> {
+        match self.store.touch(&pack_key(pack)) {
             Ok(()) => Ok(true),
-            // Collected between the read and the touch: write it again.
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Stores a chunk frame under its digest (durable after
-    /// [`ObjectStore::sync`]). Returns `false` if a whole copy turned out to
-    /// be there already (written meanwhile by another backup): then nothing
-    /// was written and the copy was touched.
-    pub fn put_chunk(&self, digest: &ChunkDigest, frame: &[u8]) -> Result<bool, RepoError> {
-        let key = chunk_key(digest);
-        if self.store.put_new(&key, frame)? {
-            return Ok(true);
-        }
-        if self.reuse_chunk(digest)? {
-            return Ok(false);
-        }
-        // A torn copy (an earlier crash, or a writer still busy with it):
-        // replace it atomically with a whole one.
-        self.store.put(&key, frame)?;
-        Ok(true)
-    }
-
-    /// Fetches a chunk, decodes it into `out` and proves it against its digest.
-    pub fn read_chunk(
+    /// Removes pack `pack` unless it was written or touched since `cutoff`
+    /// (race-free against a concurrent touch); returns whether it did.
+    pub fn delete_pack_if_untouched_since(
         &self,
-        digest: &ChunkDigest,
-        decoder: &mut ChunkDecoder,
-        out: &mut Vec<u8>,
-    ) -> Result<(), RepoError> {
-        let frame = self.chunk_frame(digest)?;
-        decoder
-            .decode_into(&frame, digest, out)
-            .map_err(|source| RepoError::DamagedChunk {
-                digest: *digest,
-                source,
-            })
-    }
-
-    /// Fetches a chunk, decodes it into the start of `out` (which must hold
-    /// a whole chunk), proves it against its digest and returns its length.
-    pub fn read_chunk_to(
-        &self,
-        digest: &ChunkDigest,
-        decoder: &mut ChunkDecoder,
-        out: &mut [u8],
-    ) -> Result<usize, RepoError> {
-        let frame = self.chunk_frame(digest)?;
-        decoder
-            .decode_to(&frame, digest, out)
-            .map_err(|source| RepoError::DamagedChunk {
-                digest: *digest,
-                source,
-            })
-    }
-
-    fn chunk_frame(&self, digest: &ChunkDigest) -> Result<Vec<u8>, RepoError> {
-        match self.store.get(&chunk_key(digest)) {
-            Ok(frame) => Ok(frame),
-            Err(e) if e.is_not_found() => Err(RepoError::MissingChunk(*digest)),
-            Err(e) => Err(e.into()),
-        }
+        pack: &PackId,
+        cutoff: std::time::SystemTime,
+    ) -> Result<bool, RepoError> {
+        Ok(self
+            .store
+            .delete_if_untouched_since(&pack_key(pack), cutoff)?)
     }
 
     /// Takes the lease a backup holds while it runs. Take it before reading
@@ -283,7 +288,7 @@ impl Repository {
         Ok(BackupListing { backups, damaged })
     }
 
-    /// Opens backup `id`'s chunk list after checking the whole manifest's
+    /// Opens backup `id`'s chunk entries after checking the whole manifest's
     /// checksum.
     pub fn open_entries(&self, id: &BackupId) -> Result<ManifestEntries, RepoError> {
         let (info, size) = self.read_footer(id)?;
@@ -295,7 +300,7 @@ impl Repository {
         Ok(ManifestEntries { info, reader })
     }
 
-    /// Removes backup `id`. Its chunks stay until garbage collection finds
+    /// Removes backup `id`. Its packs stay until garbage collection finds
     /// no other backup using them, so no other backup is affected.
     pub fn delete_backup(&self, id: &BackupId) -> Result<(), RepoError> {
         let key = manifest_key(id);
@@ -327,6 +332,17 @@ impl Repository {
     }
 }
 
+/// What listing a pack reports.
+#[derive(Clone, Debug)]
+pub struct PackMeta {
+    /// The pack.
+    pub id: PackId,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was written or last touched.
+    pub modified: std::time::SystemTime,
+}
+
 /// What listing the repository's backups found.
 pub struct BackupListing {
     /// Readable backups, oldest first.
@@ -342,19 +358,20 @@ pub struct PendingManifest {
 }
 
 impl PendingManifest {
-    /// Appends the next chunk's digest.
-    pub fn push(&mut self, digest: &ChunkDigest) -> Result<(), RepoError> {
+    /// Appends the next chunk's entry.
+    pub fn push(&mut self, entry: &ChunkRef) -> Result<(), RepoError> {
         self.writer
-            .push(digest)
+            .push(entry)
             .map_err(|source| RepoError::DamagedManifest {
                 id: self.id,
                 source,
             })
     }
 
-    /// Makes every chunk written so far durable, then writes the record and
-    /// makes the manifest durable and visible: the backup's commit point.
-    pub fn commit(self, repo: &Repository, info: BackupInfo) -> Result<(), RepoError> {
+    /// Writes the record and makes the manifest durable and visible: the
+    /// backup's commit point. Every pack its entries name must be sealed
+    /// (durable) before.
+    pub fn commit(self, info: BackupInfo) -> Result<(), RepoError> {
         let id = self.id;
         if self.writer.entry_count() != info.chunk_count() {
             return Err(RepoError::DamagedManifest {
@@ -362,7 +379,6 @@ impl PendingManifest {
                 source: ManifestError::TooFewEntries,
             });
         }
-        repo.store.sync()?;
         let sink = self
             .writer
             .finish(info)
@@ -371,7 +387,7 @@ impl PendingManifest {
     }
 }
 
-/// A backup's record and its chunk digests, streamed in volume order.
+/// A backup's record and its chunk entries, streamed in volume order.
 pub struct ManifestEntries {
     info: BackupInfo,
     reader: EntryReader<Box<dyn Read + Send>>,
@@ -383,11 +399,11 @@ impl ManifestEntries {
         &self.info
     }
 
-    /// The next chunk's digest, `None` after the last.
-    pub fn next_digest(&mut self) -> Result<Option<ChunkDigest>, RepoError> {
+    /// The next chunk's entry, `None` after the last.
+    pub fn next_entry(&mut self) -> Result<Option<ChunkRef>, RepoError> {
         let id = self.info.id;
         self.reader
-            .next_digest()
+            .next_entry()
             .map_err(|source| RepoError::DamagedManifest { id, source })
     }
 }

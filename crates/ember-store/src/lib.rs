@@ -1,7 +1,7 @@
 //! Storage targets for Ember repositories.
 //!
 //! A repository is a set of named objects of a few kinds (the repository
-//! config, chunks, manifests and leases). [`ObjectStore`] is the one seam
+//! config, packs of chunks, manifests and leases). [`ObjectStore`] is the one seam
 //! between the repository and where its objects live; [`PosixStore`] keeps
 //! them in a directory (a local disk, or an NFS or GlusterFS share). Object
 //! stores (RADOS, S3, Swift) implement the same trait.
@@ -21,8 +21,8 @@ use std::time::SystemTime;
 pub enum ObjectKind {
     /// The repository's configuration (one object, name `config`).
     Config,
-    /// A chunk frame, named by the hex digest of its plaintext.
-    Chunk,
+    /// A pack of chunk frames, named by its random id.
+    Pack,
     /// A backup manifest, named by the backup id.
     Manifest,
     /// A lease held by a running writer, named by the writer.
@@ -94,15 +94,8 @@ pub trait ObjectStore: Send + Sync {
     /// Stores `data` under `key`, replacing any object there.
     fn put(&self, key: &ObjectKey, data: &[u8]) -> Result<(), StoreError>;
 
-    /// Stores `data` under `key` only if no object is there; returns
-    /// whether it wrote. Cheaper than `put` where the store allows, but a
-    /// crash while writing may leave a torn object under `key`: use it only
-    /// for objects whose content the reader can check (chunk frames carry a
-    /// CRC), and replace a torn one with `put`.
-    fn put_new(&self, key: &ObjectKey, data: &[u8]) -> Result<bool, StoreError>;
-
     /// Starts writing an object in one pass (for objects too large to build
-    /// in memory, such as manifests); see [`ObjectWriter::commit`].
+    /// in memory, such as packs and manifests); see [`ObjectWriter::commit`].
     fn create(&self, key: &ObjectKey) -> Result<Box<dyn ObjectWriter>, StoreError>;
 
     /// Reads a whole object. A missing object is [`StoreError::NotFound`].

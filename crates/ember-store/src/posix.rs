@@ -4,21 +4,21 @@
 //!
 //! ```text
 //! config                   the repository configuration
-//! chunks/<hhh>/<digest>    chunk frames, fanned out by the first three hex digits
+//! packs/<hh>/<pack id>     pack files, fanned out by the first two hex digits
 //! backups/<backup id>      manifests
 //! locks/<name>             leases of running writers (flock'ed while alive)
 //! ```
 //!
 //! Every object is written under a temporary name (`.tmp-<random>`, in the
 //! same directory) and renamed into place, so a reader never sees a partial
-//! object, except chunks written by `put_new`, which are created in place
-//! (a crash can leave one torn; its CRC tells). Chunk writes are not fsync'ed one by one: a backup calls
-//! [`ObjectStore::sync`] (one `syncfs`) before it commits its manifest,
-//! which is written with fsync of the file and of its directory.
+//! object. Objects written through [`ObjectStore::create`] (packs, manifests,
+//! the config) are fsync'ed before the rename and their directory after it;
+//! `put` and `delete` are made durable by [`ObjectStore::sync`] (`syncfs`).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -28,9 +28,9 @@ use uuid::Uuid;
 use crate::{Lease, ObjectKey, ObjectKind, ObjectMeta, ObjectStore, ObjectWriter, StoreError};
 
 const TEMP_PREFIX: &str = ".tmp-";
-/// Chunk directories are named by this many leading hex digits of the
-/// digest: 4096 directories, created on first use.
-const CHUNK_FANOUT_DIGITS: usize = 3;
+/// Pack directories are named by this many leading hex digits of the pack
+/// id: 256 directories, created on first use.
+const PACK_FANOUT_DIGITS: usize = 2;
 
 /// A repository kept as files below one directory.
 #[derive(Debug, Clone)]
@@ -68,7 +68,7 @@ impl PosixStore {
     fn kind_dir(&self, kind: ObjectKind) -> PathBuf {
         match kind {
             ObjectKind::Config => self.root.clone(),
-            ObjectKind::Chunk => self.root.join("chunks"),
+            ObjectKind::Pack => self.root.join("packs"),
             ObjectKind::Manifest => self.root.join("backups"),
             ObjectKind::Lease => self.root.join("locks"),
         }
@@ -81,12 +81,12 @@ impl PosixStore {
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        if !valid || (key.kind == ObjectKind::Chunk && name.len() <= CHUNK_FANOUT_DIGITS) {
+        if !valid || (key.kind == ObjectKind::Pack && name.len() <= PACK_FANOUT_DIGITS) {
             return Err(StoreError::InvalidName(name.clone()));
         }
         let dir = self.kind_dir(key.kind);
         Ok(match key.kind {
-            ObjectKind::Chunk => dir.join(&name[..CHUNK_FANOUT_DIGITS]).join(name),
+            ObjectKind::Pack => dir.join(&name[..PACK_FANOUT_DIGITS]).join(name),
             _ => dir.join(name),
         })
     }
@@ -224,19 +224,6 @@ impl ObjectStore for PosixStore {
         Ok(())
     }
 
-    fn put_new(&self, key: &ObjectKey, data: &[u8]) -> Result<bool, StoreError> {
-        let path = self.path_of(key)?;
-        let Some(mut file) = create_new_file(&path)? else {
-            return Ok(false);
-        };
-        if let Err(e) = file.write_all(data) {
-            // Do not leave a short object behind when we know it is short.
-            let _ = fs::remove_file(&path);
-            return Err(io_err("write", &path, e));
-        }
-        Ok(true)
-    }
-
     fn create(&self, key: &ObjectKey) -> Result<Box<dyn ObjectWriter>, StoreError> {
         let path = self.path_of(key)?;
         let (file, tmp) = Self::create_temp(&path)?;
@@ -254,11 +241,27 @@ impl ObjectStore for PosixStore {
 
     fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
         let path = self.path_of(key)?;
-        let mut file = File::open(&path).map_err(|e| io_err("open", &path, e))?;
-        let mut out = Vec::new();
-        file.seek(SeekFrom::Start(offset))
-            .and_then(|_| file.take(len).read_to_end(&mut out))
-            .map_err(|e| io_err("read", &path, e))?;
+        let file = File::open(&path).map_err(|e| io_err("open", &path, e))?;
+        let len = usize::try_from(len).map_err(|_| {
+            io_err(
+                "read",
+                &path,
+                std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            )
+        })?;
+        // One positioned read into a buffer of the right size (packs are
+        // read in ranges of up to a few MiB; growing a buffer costs copies).
+        let mut out = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            match file.read_at(&mut out[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err("read", &path, e)),
+            }
+        }
+        out.truncate(filled);
         Ok(out)
     }
 
@@ -336,7 +339,7 @@ impl ObjectStore for PosixStore {
                 }
                 Ok(())
             }
-            ObjectKind::Chunk => for_each_dir(&dir, &mut |sub| list_files(&sub, visit)),
+            ObjectKind::Pack => for_each_dir(&dir, &mut |sub| list_files(&sub, visit)),
             _ => list_files(&dir, visit),
         }
     }
@@ -417,7 +420,7 @@ impl ObjectStore for PosixStore {
         sweep(&self.root)?;
         sweep(&self.kind_dir(ObjectKind::Manifest))?;
         sweep(&self.kind_dir(ObjectKind::Lease))?;
-        for_each_dir(&self.kind_dir(ObjectKind::Chunk), &mut |sub| sweep(&sub))?;
+        for_each_dir(&self.kind_dir(ObjectKind::Pack), &mut |sub| sweep(&sub))?;
         Ok(removed)
     }
 }
@@ -475,30 +478,27 @@ mod tests {
         (dir, store)
     }
 
-    fn chunk_key(byte: &str) -> ObjectKey {
-        ObjectKey::new(ObjectKind::Chunk, byte.repeat(64))
+    fn pack_key(byte: &str) -> ObjectKey {
+        ObjectKey::new(ObjectKind::Pack, byte.repeat(32))
     }
 
     #[test]
     fn put_get_stat_list_delete() {
         let (_dir, store) = store();
-        let key = chunk_key("a");
+        let key = pack_key("a");
         store.put(&key, b"hello").expect("put");
         store.put(&key, b"hello").expect("put is idempotent");
-        assert!(
-            !store.put_new(&key, b"other").expect("put_new"),
-            "put_new never replaces"
-        );
-        let fresh = chunk_key("d");
-        assert!(store.put_new(&fresh, b"new").expect("put_new"));
+        let fresh = pack_key("d");
+        store.put(&fresh, b"new").expect("put");
         assert_eq!(store.get(&fresh).expect("get"), b"new");
         store.delete(&fresh).expect("delete");
         assert_eq!(store.get(&key).expect("get"), b"hello");
         assert_eq!(store.get_range(&key, 1, 3).expect("range"), b"ell");
+        assert_eq!(store.get_range(&key, 3, 10).expect("short range"), b"lo");
         assert_eq!(store.stat(&key).expect("stat").expect("exists").size, 5);
         let mut names = Vec::new();
         store
-            .list(ObjectKind::Chunk, &mut |m| {
+            .list(ObjectKind::Pack, &mut |m| {
                 names.push(m.name);
                 Ok(())
             })
@@ -533,7 +533,7 @@ mod tests {
     #[test]
     fn conditional_delete_spares_touched_objects() {
         let (_dir, store) = store();
-        let key = chunk_key("c");
+        let key = pack_key("c");
         store.put(&key, b"x").expect("put");
         let before_put = SystemTime::now() - std::time::Duration::from_secs(3600);
         assert!(!store
@@ -553,8 +553,8 @@ mod tests {
     #[test]
     fn bad_names_are_refused() {
         let (_dir, store) = store();
-        for name in ["", "../x", ".tmp-x", "a/b", "abc"] {
-            let key = ObjectKey::new(ObjectKind::Chunk, name);
+        for name in ["", "../x", ".tmp-x", "a/b", "ab"] {
+            let key = ObjectKey::new(ObjectKind::Pack, name);
             assert!(matches!(
                 store.put(&key, b"x"),
                 Err(StoreError::InvalidName(_))
@@ -579,13 +579,13 @@ mod tests {
     #[test]
     fn stale_temporaries_are_swept() {
         let (dir, store) = store();
-        store.put(&chunk_key("b"), b"x").expect("put");
-        let tmp = dir.path().join("chunks/bbb/.tmp-leftover");
+        store.put(&pack_key("b"), b"x").expect("put");
+        let tmp = dir.path().join("packs/bb/.tmp-leftover");
         fs::write(&tmp, b"torn").expect("write");
         let future = SystemTime::now() + std::time::Duration::from_secs(60);
         assert_eq!(store.remove_stale_temporaries(future).expect("sweep"), 1);
         assert!(!tmp.exists());
-        assert!(store.stat(&chunk_key("b")).expect("stat").is_some());
+        assert!(store.stat(&pack_key("b")).expect("stat").is_some());
     }
 
     #[test]

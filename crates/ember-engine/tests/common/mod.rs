@@ -81,11 +81,12 @@ impl Fixture {
     }
 }
 
-/// Two workers and small batches, so batches really interleave.
+/// Three workers and small batches, so batches really interleave.
 pub fn tuning() -> Tuning {
     Tuning {
         threads: 3,
         batch_bytes: 16 * 1024,
+        dedup_entries: 1 << 16,
     }
 }
 
@@ -137,10 +138,13 @@ pub fn mutate(data: &mut [u8], seed: u64, count: usize) {
     }
 }
 
-/// The chunk files of a repository.
-pub fn chunk_files(repo: &Path) -> Vec<PathBuf> {
+/// The pack files of a repository.
+pub fn pack_files(repo: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for dir in std::fs::read_dir(repo.join("chunks")).expect("chunks dir") {
+    let Ok(dirs) = std::fs::read_dir(repo.join("packs")) else {
+        return files;
+    };
+    for dir in dirs {
         for file in std::fs::read_dir(dir.expect("entry").path()).expect("fanout dir") {
             let path = file.expect("entry").path();
             if !path
@@ -155,11 +159,6 @@ pub fn chunk_files(repo: &Path) -> Vec<PathBuf> {
     }
     files.sort();
     files
-}
-
-pub fn chunk_file(repo: &Path, digest: &ember_types::ChunkDigest) -> PathBuf {
-    let hex = digest.to_hex();
-    repo.join("chunks").join(&hex[..3]).join(hex)
 }
 
 pub fn write(path: &Path, data: &[u8]) {
