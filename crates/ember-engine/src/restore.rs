@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use crossbeam_channel::{bounded, Receiver};
 use ember_format::{ChunkDecoder, ChunkError, ChunkRef};
 use ember_repo::{RepoError, Repository};
-use ember_types::BackupId;
+use ember_types::{AlignedBuf, BackupId};
 use ember_volume::Target;
 use serde::Serialize;
 
@@ -171,7 +171,7 @@ fn restore_worker(
             return (0, 0);
         }
     };
-    let mut run = Vec::new();
+    let mut run = AlignedBuf::new();
     let mut counts = (0, 0);
     for batch in work_rx {
         if abort.load(Ordering::Relaxed) {
@@ -197,14 +197,15 @@ fn restore_batch(
     job: &Job<'_>,
     batch: &RestoreBatch,
     decoder: &mut ChunkDecoder,
-    run: &mut Vec<u8>,
+    run: &mut AlignedBuf,
 ) -> Result<(u64, u64), EngineError> {
     let chunk = u64::from(job.info.chunk_size);
     let size = job.info.volume_size;
     let entries = &batch.entries;
     let batch_start = batch.first_index * chunk;
     let batch_end = (batch_start + entries.len() as u64 * chunk).min(size);
-    run.resize(entries.len() * chunk as usize, 0);
+    run.resize(entries.len() * chunk as usize);
+    let run = run.as_mut_slice();
     let (mut data_chunks, mut zero_chunks) = (0, 0);
     let mut i = 0;
     while i < entries.len() {

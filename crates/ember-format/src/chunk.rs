@@ -81,12 +81,29 @@ pub struct EncodedChunk {
     pub codec: Codec,
 }
 
-/// Compresses plaintext chunks into frames. Keeps its compression context
+/// Chunks at least this long are probed before they are compressed.
+const PROBE_MIN_LEN: usize = 16 * 1024;
+/// The probe compresses this many bytes from each of four places.
+const PROBE_PIECE_LEN: usize = 1024;
+/// A probe that saves less than 1/32 of its bytes marks the chunk as
+/// incompressible.
+const PROBE_MIN_GAIN_SHIFT: u32 = 5;
+
+/// Compresses plaintext chunks into frames. Keeps its compression contexts
 /// between chunks, so each worker thread owns one.
+///
+/// Before compressing a chunk of 16 KiB or more, the encoder compresses a
+/// 4 KiB sample of it (four 1 KiB pieces spread over the chunk) with zstd
+/// level 1; if that saves less than 1/32, the chunk is stored as is without
+/// compressing the rest. Encrypted, already compressed and random data then
+/// cost an eighth of a compression; data compressible in most of its
+/// pieces is always compressed. (Measured on the benchmark volume:
+/// docs/format.md §10.)
 pub struct ChunkEncoder {
     codec: Codec,
     level: i32,
     zstd: Option<zstd::bulk::Compressor<'static>>,
+    probe: zstd::bulk::Compressor<'static>,
 }
 
 impl ChunkEncoder {
@@ -97,55 +114,111 @@ impl ChunkEncoder {
             Codec::Zstd => Some(zstd::bulk::Compressor::new(level)?),
             _ => None,
         };
-        Ok(ChunkEncoder { codec, level, zstd })
+        Ok(ChunkEncoder {
+            codec,
+            level,
+            zstd,
+            probe: zstd::bulk::Compressor::new(1)?,
+        })
     }
 
     /// Frames `plaintext`, compressed with this encoder's codec unless that
     /// does not make it smaller, in which case it is stored uncompressed.
     pub fn encode(&mut self, plaintext: &[u8]) -> EncodedChunk {
-        let compressed = self.compress(plaintext);
-        let (codec, payload) = match compressed {
-            Some(bytes) if bytes.len() < plaintext.len() => (self.codec, bytes),
-            _ => (Codec::None, plaintext.to_vec()),
+        // The payload goes after room for the header, which is filled last.
+        let mut frame = Vec::with_capacity(HEADER_LEN + plaintext.len());
+        frame.resize(HEADER_LEN, 0);
+        let compressed = self.codec != Codec::None
+            && !self.looks_incompressible(plaintext)
+            && self.compress_into(plaintext, &mut frame);
+        let codec = if compressed {
+            self.codec
+        } else {
+            frame.clear();
+            frame.resize(HEADER_LEN, 0);
+            frame.extend_from_slice(plaintext);
+            Codec::None
         };
-        EncodedChunk {
-            frame: build_frame(codec, plaintext.len(), &payload),
-            codec,
-        }
+        frame[..4].copy_from_slice(&CHUNK_MAGIC);
+        frame[4..8].copy_from_slice(&[codec.tag(), 0, 0, 0]);
+        frame[8..12].copy_from_slice(&(plaintext.len() as u32).to_le_bytes());
+        let crc = frame_crc(&frame);
+        frame[12..16].copy_from_slice(&crc.to_le_bytes());
+        EncodedChunk { frame, codec }
     }
 
-    fn compress(&mut self, plaintext: &[u8]) -> Option<Vec<u8>> {
+    /// Whether a sample of `plaintext` does not compress (see the type's docs).
+    fn looks_incompressible(&mut self, plaintext: &[u8]) -> bool {
+        if plaintext.len() < PROBE_MIN_LEN {
+            return false;
+        }
+        let mut sample = [0u8; 4 * PROBE_PIECE_LEN];
+        let stride = plaintext.len() / 4;
+        for (i, piece) in sample.chunks_mut(PROBE_PIECE_LEN).enumerate() {
+            piece.copy_from_slice(&plaintext[i * stride..i * stride + PROBE_PIECE_LEN]);
+        }
+        let mut out = [0u8; 4 * PROBE_PIECE_LEN];
+        let worth = sample.len() - (sample.len() >> PROBE_MIN_GAIN_SHIFT);
+        // An error means the output does not fit in the space that would
+        // make compressing worthwhile.
+        self.probe
+            .compress_to_buffer(&sample[..], &mut out[..worth])
+            .is_err()
+    }
+
+    /// Appends `plaintext` compressed with the codec to `frame` (which holds
+    /// room for the header); `false`, with `frame` in an unspecified state,
+    /// if it would not be smaller.
+    fn compress_into(&mut self, plaintext: &[u8], frame: &mut Vec<u8>) -> bool {
         // A compressor that fails (it never should on a memory buffer) only
         // costs the compression: the chunk is then stored as is.
         match self.codec {
-            Codec::None => None,
-            Codec::Zstd => self.zstd.as_mut()?.compress(plaintext).ok(),
+            Codec::None => false,
+            Codec::Zstd => {
+                let Some(zstd) = self.zstd.as_mut() else {
+                    return false;
+                };
+                // Room for anything smaller than the plaintext, no more:
+                // output that does not fit is output not worth keeping.
+                frame.resize(HEADER_LEN + plaintext.len().saturating_sub(1), 0);
+                match zstd.compress_to_buffer(plaintext, &mut frame[HEADER_LEN..]) {
+                    Ok(len) => {
+                        frame.truncate(HEADER_LEN + len);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
             Codec::Zlib => {
                 let level = flate2::Compression::new(self.level.clamp(1, 9) as u32);
-                let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), level);
-                encoder.write_all(plaintext).ok()?;
-                encoder.finish().ok()
+                let mut encoder = flate2::write::ZlibEncoder::new(std::mem::take(frame), level);
+                let done = encoder.write_all(plaintext).and_then(|_| encoder.finish());
+                Self::keep_if_smaller(done, plaintext.len(), frame)
             }
             Codec::Bz2 => {
                 let level = bzip2::Compression::new(self.level.clamp(1, 9) as u32);
-                let mut encoder = bzip2::write::BzEncoder::new(Vec::new(), level);
-                encoder.write_all(plaintext).ok()?;
-                encoder.finish().ok()
+                let mut encoder = bzip2::write::BzEncoder::new(std::mem::take(frame), level);
+                let done = encoder.write_all(plaintext).and_then(|_| encoder.finish());
+                Self::keep_if_smaller(done, plaintext.len(), frame)
             }
         }
     }
-}
 
-fn build_frame(codec: Codec, plain_len: usize, payload: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
-    frame.extend_from_slice(&CHUNK_MAGIC);
-    frame.extend_from_slice(&[codec.tag(), 0, 0, 0]);
-    frame.extend_from_slice(&(plain_len as u32).to_le_bytes());
-    frame.extend_from_slice(&[0; 4]);
-    frame.extend_from_slice(payload);
-    let crc = frame_crc(&frame);
-    frame[12..16].copy_from_slice(&crc.to_le_bytes());
-    frame
+    /// Puts a streaming encoder's output back into `frame`; whether the
+    /// payload came out smaller than the plaintext.
+    fn keep_if_smaller(
+        done: std::io::Result<Vec<u8>>,
+        plain_len: usize,
+        frame: &mut Vec<u8>,
+    ) -> bool {
+        match done {
+            Ok(bytes) => {
+                *frame = bytes;
+                frame.len() < HEADER_LEN + plain_len
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// The CRC of a frame: over its codec, reserved and length bytes and its payload.
@@ -321,6 +394,30 @@ mod tests {
             .encode(&plain);
         assert_eq!(encoded.codec, Codec::None);
         assert_eq!(encoded.frame.len(), HEADER_LEN + plain.len());
+    }
+
+    #[test]
+    fn the_probe_skips_only_chunks_that_do_not_compress_anywhere() {
+        let mut encoder = ChunkEncoder::new(Codec::Zstd, 1).expect("encoder");
+        // Random at the start, compressible in the other three places probed.
+        let mut mixed = pseudo_random(8 * 1024);
+        mixed.extend(sample(24 * 1024));
+        let encoded = encoder.encode(&mixed);
+        assert_eq!(encoded.codec, Codec::Zstd);
+        assert!(encoded.frame.len() < HEADER_LEN + mixed.len());
+        for codec in [Codec::Zlib, Codec::Bz2, Codec::Zstd] {
+            let random = pseudo_random(64 * 1024);
+            let encoded = ChunkEncoder::new(codec, 1)
+                .expect("encoder")
+                .encode(&random);
+            assert_eq!(encoded.codec, Codec::None, "{codec}");
+            let mut decoder = ChunkDecoder::new().expect("decoder");
+            let mut out = Vec::new();
+            decoder
+                .decode_into(&encoded.frame, &digest_of(&random), &mut out)
+                .expect("decodes");
+            assert!(out == random);
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub struct ServiceConfig {
     pub backup_compression_level: i32,
     /// Backups and restores running at once (Cinder: `backup_max_operations`; 0 = unlimited).
     pub backup_max_operations: usize,
-    /// Worker threads of each backup or restore (default: one per core).
+    /// Worker threads of each backup or restore (default: two per core).
     pub backup_threads: Option<usize>,
     /// Backups per project (Cinder: `quota_backups`; -1 = unlimited).
     pub quota_backups: i64,

@@ -6,11 +6,13 @@
 //! none of them.
 #![forbid(unsafe_code)]
 
+mod aligned;
 mod backup;
 mod codec;
 mod digest;
 mod id;
 
+pub use aligned::{AlignedBuf, DIRECT_IO_ALIGN};
 pub use backup::{BackupInfo, BackupStats};
 pub use codec::{Codec, CodecParseError};
 pub use digest::{ChunkDigest, DigestParseError};

@@ -2,11 +2,14 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{fallocate, FallocateFlags};
+use nix::fcntl::{fallocate, FallocateFlags, OFlag};
+
+use ember_types::DIRECT_IO_ALIGN;
 
 use crate::{kind_of, size_of, VolumeError, VolumeKind};
 
@@ -19,9 +22,17 @@ const ZERO_WRITE_LEN: usize = 1 << 20;
 /// new is written under a temporary name beside its path and renamed into
 /// place by [`Target::finish`]; dropped unfinished, it is removed, so a
 /// failed restore never leaves a half-written image behind.
+///
+/// Aligned writes go through a second descriptor opened with `O_DIRECT`
+/// where the file system allows it: a restore writes each byte once and
+/// never reads it back, and copying it through the page cache cost half of
+/// a restore's CPU time on the benchmark machine (docs/format.md §10).
 #[derive(Debug)]
 pub struct Target {
     file: File,
+    /// The same file opened for direct I/O, while that works.
+    direct: Option<File>,
+    direct_works: AtomicBool,
     path: PathBuf,
     /// For a new file: where it goes once finished (`path` is temporary).
     final_path: Option<PathBuf>,
@@ -60,6 +71,8 @@ impl Target {
             .open(&temp)
             .map_err(|e| VolumeError::io("create", &temp, e))?;
         let target = Target {
+            direct: open_direct(&temp),
+            direct_works: AtomicBool::new(true),
             file,
             path: temp,
             final_path: Some(final_path),
@@ -97,6 +110,8 @@ impl Target {
             });
         }
         Ok(Target {
+            direct: open_direct(&path),
+            direct_works: AtomicBool::new(true),
             file,
             path,
             final_path: None,
@@ -124,6 +139,24 @@ impl Target {
 
     /// Writes `data` at `offset`.
     pub fn write_at(&self, data: &[u8], offset: u64) -> Result<(), VolumeError> {
+        let aligned = |n: usize| n.is_multiple_of(DIRECT_IO_ALIGN);
+        if let Some(direct) = &self.direct {
+            if aligned(data.as_ptr() as usize)
+                && aligned(data.len())
+                && offset.is_multiple_of(DIRECT_IO_ALIGN as u64)
+                && self.direct_works.load(Ordering::Relaxed)
+            {
+                match direct.write_all_at(data, offset) {
+                    Ok(()) => return Ok(()),
+                    // The file system refuses direct I/O after all: write
+                    // through the page cache from now on.
+                    Err(e) if e.raw_os_error() == Some(Errno::EINVAL as i32) => {
+                        self.direct_works.store(false, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(VolumeError::io("write", &self.path, e)),
+                }
+            }
+        }
         self.file
             .write_all_at(data, offset)
             .map_err(|e| VolumeError::io("write", &self.path, e))
@@ -177,6 +210,17 @@ impl Target {
         }
         Ok(())
     }
+}
+
+/// Opens `path` for direct writes; `None` where the file system does not
+/// support them (tmpfs, some FUSE file systems), and writes then go through
+/// the page cache.
+fn open_direct(path: &Path) -> Option<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(OFlag::O_DIRECT.bits())
+        .open(path)
+        .ok()
 }
 
 impl Drop for Target {
