@@ -515,3 +515,38 @@ pub fn rados_version() -> (i32, i32, i32) {
     unsafe { ffi::rados_version(&mut major, &mut minor, &mut extra) };
     (major, minor, extra)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_name_adds_the_client_prefix_once() {
+        assert_eq!(
+            CephConfig::new("c", "admin", "p").client_name(),
+            "client.admin"
+        );
+        assert_eq!(
+            CephConfig::new("c", "client.cinder-backup", "p").client_name(),
+            "client.cinder-backup"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_call_target_and_errno() {
+        let e = CephError::call("rbd_open", "volumes/volume-x", -2);
+        assert_eq!(
+            e.to_string(),
+            "rbd_open volumes/volume-x: No such file or directory (errno 2)"
+        );
+        assert!(e.is_not_found());
+        let e = CephError::call("rados_ioctx_create", "pool p as client.admin", -2);
+        assert!(
+            e.to_string()
+                .ends_with("(errno 2); the pool does not exist"),
+            "{e}"
+        );
+        let e = CephError::call("rbd_snap_unprotect", "volumes/v@s", -16);
+        assert!(e.is_busy());
+    }
+}

@@ -767,9 +767,10 @@ impl Image {
     /// empty image: every allocated extent is reported. To diff two
     /// snapshots A then B: `snap_set(Some(B))`, then diff from `Some(A)`.
     ///
-    /// Extents come in offset order (object by object), at most one call
-    /// at a time — but possibly from a librados thread while this call
-    /// waits, hence `F: Send`. An error from `f` cancels the iteration and
+    /// Extents come in offset order (object by object), one call at a
+    /// time. With Ceph 16 every call was observed on the calling thread,
+    /// but librbd's API does not promise it (the per-object results are
+    /// librados completions passed through a throttle), hence `F: Send`. An error from `f` cancels the iteration and
     /// is returned as [`DiffError::Callback`]; a panic in `f` cancels it
     /// and resumes unwinding here. Without `whole_object` the extents are
     /// exact to the byte as RADOS recorded the writes.

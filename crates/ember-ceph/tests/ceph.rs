@@ -251,6 +251,17 @@ fn handles_have_the_documented_thread_bounds() {
         );
     }
     println!("librados {:?}, librbd {:?}", versions.0, versions.1);
+    if !ember_ceph::LINKED {
+        // Built without the libraries: every call says so.
+        let err = CephConfig::new("/nonexistent/ceph.conf", "admin", "volumes")
+            .connect()
+            .expect_err("stub");
+        assert_eq!(err.errno(), Some(38), "{err}");
+        assert!(
+            err.to_string().contains("built without librados/librbd"),
+            "{err}"
+        );
+    }
 }
 
 #[test]
@@ -1108,5 +1119,155 @@ fn missing_pool_fails_clearly() {
     assert!(
         text.ends_with("No such file or directory (errno 2); the pool does not exist"),
         "{text}"
+    );
+}
+
+// ---------------------------------------------------------------- throughput
+
+/// Sequential 4 MiB writes and reads of a 1 GiB image through the bindings
+/// (synchronous calls, one at a time), against `rbd import` and `rbd export`
+/// of the same data. Not a test: run it by hand with
+/// `cargo test -p ember-ceph --test ceph -- --ignored --nocapture throughput`.
+#[test]
+#[ignore = "a measurement (writes 2 GiB to the cluster): run by hand"]
+fn throughput_1gib_bindings_vs_rbd_cli() {
+    let Some(cluster) = cluster("throughput") else {
+        return;
+    };
+    let io = cluster.connect("volumes");
+    const BLOCK: usize = 4 * MIB as usize;
+    const BLOCKS: u64 = 256;
+    let size = BLOCKS * BLOCK as u64;
+    let mib = (size / MIB) as f64;
+    let block = pattern(42, BLOCK);
+
+    let guard = ImageGuard::create(&io, &unique("tput"), size, &CreateOptions::default());
+    let image = guard.open();
+    let started = Instant::now();
+    for i in 0..BLOCKS {
+        image.write(i * BLOCK as u64, &block).expect("write");
+    }
+    image.flush().expect("flush");
+    let write = started.elapsed().as_secs_f64();
+    let mut buf = vec![0u8; BLOCK];
+    let started = Instant::now();
+    for i in 0..BLOCKS {
+        assert_eq!(image.read(i * BLOCK as u64, &mut buf).expect("read"), BLOCK);
+    }
+    let read = started.elapsed().as_secs_f64();
+    assert!(buf == block);
+
+    // Where diff callbacks run with many objects.
+    let caller = std::thread::current().id();
+    let mut threads = Vec::new();
+    let started = Instant::now();
+    image
+        .diff_iterate(None, 0, size, DiffOptions::default(), |_| {
+            threads.push(std::thread::current().id());
+            Ok::<(), ()>(())
+        })
+        .expect("diff");
+    let elsewhere = threads.iter().filter(|&&t| t != caller).count();
+    println!(
+        "diff of {BLOCKS} objects: {} callbacks in {:.2} s, {elsewhere} off the calling thread",
+        threads.len(),
+        started.elapsed().as_secs_f64()
+    );
+    drop(image);
+
+    // The same with 4 threads, each with its own handle: reads of the image
+    // above, writes to an image without exclusive-lock (with it, writers
+    // on several handles would pass the lock back and forth).
+    const THREADS: u64 = 4;
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (io, name) = (&io, &guard.name);
+            scope.spawn(move || {
+                let image = Image::open_read_only(io, name, None).expect("open");
+                let mut buf = vec![0u8; BLOCK];
+                for i in (t..BLOCKS).step_by(THREADS as usize) {
+                    assert_eq!(image.read(i * BLOCK as u64, &mut buf).expect("read"), BLOCK);
+                }
+            });
+        }
+    });
+    let par_read = started.elapsed().as_secs_f64();
+    let unlocked = CreateOptions {
+        features: Some(Features::LAYERING),
+        ..CreateOptions::default()
+    };
+    let par_guard = ImageGuard::create(&io, &unique("tput-par"), size, &unlocked);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (image, block) = (par_guard.open(), &block);
+            scope.spawn(move || {
+                for i in (t..BLOCKS).step_by(THREADS as usize) {
+                    image.write(i * BLOCK as u64, block).expect("write");
+                }
+                image.flush().expect("flush");
+            });
+        }
+    });
+    let par_write = started.elapsed().as_secs_f64();
+    drop(par_guard);
+
+    let file = std::env::temp_dir().join(format!("{}.raw", unique("tput")));
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).expect("create"));
+        for _ in 0..BLOCKS {
+            out.write_all(&block).expect("write file");
+        }
+        out.flush().expect("flush file");
+    }
+    let cli_name = unique("tput-cli");
+    let cli_guard = ImageGuard {
+        io: &io,
+        name: cli_name.clone(),
+    };
+    let rbd = |args: &[&str]| {
+        let status = Command::new("rbd")
+            .args(args)
+            .env("CEPH_CONF", &cluster.conf)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run rbd");
+        assert!(status.success(), "rbd {args:?}: {status}");
+    };
+    let started = Instant::now();
+    rbd(&[
+        "import",
+        "--no-progress",
+        "--dest-pool",
+        "volumes",
+        &file.display().to_string(),
+        &cli_name,
+    ]);
+    let import = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    rbd(&[
+        "export",
+        "--no-progress",
+        &format!("volumes/{cli_name}"),
+        "-",
+    ]);
+    let export = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&file);
+    drop(cli_guard);
+
+    println!(
+        "1 GiB in 4 MiB blocks, {THREADS} threads with a handle each: write {:.0} MiB/s ({par_write:.1} s), read {:.0} MiB/s ({par_read:.1} s)",
+        mib / par_write,
+        mib / par_read
+    );
+    println!(
+        "1 GiB in 4 MiB blocks: bindings write {:.0} MiB/s ({write:.1} s), read {:.0} MiB/s ({read:.1} s); \
+         rbd import {:.0} MiB/s ({import:.1} s), rbd export {:.0} MiB/s ({export:.1} s)",
+        mib / write,
+        mib / read,
+        mib / import,
+        mib / export
     );
 }
