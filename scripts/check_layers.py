@@ -2,8 +2,8 @@
 """Fails if a workspace crate depends on a crate of its own layer or above.
 
 Layers, bottom-up (docs/architecture.md): types; then format, store,
-volume and meta (side by side, independent of each other); repo; engine;
-service; api; and the binary (cli).
+volume, ceph and meta (side by side, independent of each other); repo;
+engine; service; api; and the binary (cli).
 """
 import json
 import subprocess
@@ -14,6 +14,7 @@ LAYER = {
     "ember-format": 1,
     "ember-store": 1,
     "ember-volume": 1,
+    "ember-ceph": 1,
     "ember-meta": 1,
     "ember-repo": 2,
     "ember-engine": 3,

@@ -1,0 +1,38 @@
+//! Ember's Ceph adapter: small safe bindings to librados and librbd.
+//!
+//! - [`CephConfig`] says how to reach a cluster (conf file, cephx user,
+//!   keyring, pool) and [`CephConfig::connect`] opens an [`IoCtx`] on the
+//!   pool, failing fast and by name on a wrong user, key, monitor address
+//!   or pool.
+//! - [`IoCtx`] reads and writes RADOS objects: the building block of a
+//!   RADOS repository target.
+//! - [`rbd`] creates, lists, clones and removes RBD images; [`Image`] reads
+//!   and writes one, takes and lists snapshots, and reports the extents
+//!   changed between two versions ([`Image::diff_iterate`]) — what
+//!   incremental backups of Cinder's RBD volumes read.
+//!
+//! Every call is synchronous and maps a negative return code to a
+//! [`CephError`] naming the call, its target and the errno. Threads: a
+//! [`Rados`] and an [`IoCtx`] are `Send + Sync`; an [`Image`] is `Send`
+//! only (one thread at a time).
+//!
+//! Needs `librados-dev` and `librbd-dev` to link; without them the crate
+//! still builds, [`LINKED`] is false and every call fails with ENOSYS (see
+//! `build.rs`).
+#![warn(missing_docs)]
+
+mod error;
+mod ffi;
+mod rados;
+pub mod rbd;
+
+pub use error::CephError;
+pub use rados::{rados_version, CephConfig, IoCtx, ObjectList, ObjectStat, Rados};
+pub use rbd::{
+    CreateOptions, DiffError, DiffExtent, DiffOptions, Features, Image, ImageInfo, ImageSpec,
+    SnapInfo,
+};
+
+/// Whether librados and librbd were linked; `false` in a build without them,
+/// where every call fails with ENOSYS.
+pub const LINKED: bool = !cfg!(ember_ceph_stub);
