@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Fails if a workspace crate depends on a crate of its own layer or above.
 
-Layers, bottom-up (docs/architecture.md): types; then format, store,
-volume, ceph and meta (side by side, independent of each other); repo;
-engine; service; api; and the binary (cli).
+Layers, bottom-up (docs/architecture.md): types; the Ceph client bindings;
+then format, store, volume and meta (side by side, independent of each
+other); repo; engine and the RBD backup driver; service; api; and the
+binary (cli).
 """
 import json
 import subprocess
@@ -11,16 +12,17 @@ import sys
 
 LAYER = {
     "ember-types": 0,
-    "ember-format": 1,
-    "ember-store": 1,
-    "ember-volume": 1,
     "ember-ceph": 1,
-    "ember-meta": 1,
-    "ember-repo": 2,
-    "ember-engine": 3,
-    "ember-service": 4,
-    "ember-api": 5,
-    "ember-cli": 6,
+    "ember-format": 2,
+    "ember-store": 2,
+    "ember-volume": 2,
+    "ember-meta": 2,
+    "ember-repo": 3,
+    "ember-engine": 4,
+    "ember-rbd-backup": 4,
+    "ember-service": 5,
+    "ember-api": 6,
+    "ember-cli": 7,
 }
 
 meta = json.loads(
