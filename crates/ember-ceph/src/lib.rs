@@ -21,6 +21,7 @@
 //! `build.rs`).
 #![warn(missing_docs)]
 
+pub mod dev_cluster;
 mod error;
 mod ffi;
 mod rados;

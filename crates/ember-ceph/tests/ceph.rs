@@ -8,9 +8,7 @@
 //! parallel, and removes them even when it fails.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ember_ceph::{
@@ -24,128 +22,30 @@ const MIB: u64 = 1024 * KIB;
 // ---------------------------------------------------------------- cluster
 
 /// The cluster the tests use.
-struct Cluster {
-    conf: PathBuf,
-}
-
-static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+type Cluster = ember_ceph::dev_cluster::DevCluster;
 
 /// The cluster, or `None` (after printing why) when the tests must skip.
 fn cluster(test: &str) -> Option<&'static Cluster> {
-    let required = std::env::var("EMBER_REQUIRE_CEPH").is_ok_and(|v| v == "1");
-    match CLUSTER.get_or_init(find_or_start) {
-        Ok(cluster) => Some(cluster),
-        Err(why) if required => panic!("EMBER_REQUIRE_CEPH=1 but no Ceph cluster: {why}"),
-        Err(why) => {
-            println!("{test}: skipped ({why})");
-            None
-        }
-    }
+    ember_ceph::dev_cluster::for_test(test)
 }
 
-/// Whether `program` is on the PATH.
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+/// Test helpers on the shared cluster.
+trait ClusterExt {
+    /// An [`IoCtx`] on `pool` as the admin user.
+    fn connect(&self, pool: &str) -> IoCtx;
+    /// Runs the `rbd` CLI on this cluster; its stdout.
+    fn rbd_cli(&self, args: &[&str]) -> String;
 }
 
-/// `CEPH_CONF` if set; else starts (or reuses) the shared dev cluster.
-/// `Err` means skip; a cluster that fails to start is a test failure.
-fn find_or_start() -> Result<Cluster, String> {
-    if !ember_ceph::LINKED {
-        return Err(
-            "ember-ceph was built without librados/librbd: apt-get install librados-dev librbd-dev"
-                .into(),
-        );
-    }
-    if let Some(conf) = std::env::var_os("CEPH_CONF").filter(|c| !c.is_empty()) {
-        return Ok(Cluster { conf: conf.into() });
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/ceph/ceph-up.sh");
-    if !script.is_file() {
-        return Err(format!(
-            "CEPH_CONF is not set and {} does not exist",
-            script.display()
-        ));
-    }
-    let missing: Vec<&str> = ["ceph-mon", "ceph-osd", "ceph-mgr", "ceph", "rbd"]
-        .into_iter()
-        .filter(|b| !on_path(b))
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!(
-            "the Ceph binaries are not installed ({} missing): apt-get install ceph-mon ceph-osd ceph-mgr ceph-common radosgw curl",
-            missing.join(", ")
-        ));
-    }
-    let started = Instant::now();
-    let output = Command::new("bash")
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{} failed ({}):\n{stderr}",
-        script.display(),
-        output.status
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let conf = exports(&stdout)
-        .into_iter()
-        .find(|(k, _)| k == "CEPH_CONF")
-        .map(|(_, v)| PathBuf::from(v))
-        .unwrap_or_else(|| panic!("{} printed no CEPH_CONF:\n{stdout}", script.display()));
-    println!(
-        "ceph-up.sh: cluster ready in {:.1} s ({})",
-        started.elapsed().as_secs_f64(),
-        conf.display()
-    );
-    Ok(Cluster { conf })
-}
-
-/// The `export K=V` lines of ceph-up.sh, values unquoted.
-fn exports(stdout: &str) -> Vec<(String, String)> {
-    stdout
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("export "))
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                v.trim_matches(|c| c == '\'' || c == '"').to_string(),
-            )
-        })
-        .collect()
-}
-
-impl Cluster {
-    /// The admin user on `pool`, with a short connect timeout.
-    fn config(&self, pool: &str) -> CephConfig {
-        CephConfig::new(&self.conf, "admin", pool).with_connect_timeout(Duration::from_secs(5))
-    }
-
+impl ClusterExt for Cluster {
     fn connect(&self, pool: &str) -> IoCtx {
         self.config(pool)
             .connect()
             .unwrap_or_else(|e| panic!("connect: {e}"))
     }
 
-    /// Runs the `rbd` CLI on this cluster; its stdout.
     fn rbd_cli(&self, args: &[&str]) -> String {
-        let output = Command::new("rbd")
-            .args(args)
-            .env("CEPH_CONF", &self.conf)
-            .env_remove("CEPH_ARGS")
-            .env_remove("CEPH_KEYRING")
-            .output()
-            .expect("run rbd");
-        assert!(
-            output.status.success(),
-            "rbd {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        self.cli("rbd", args)
     }
 }
 
