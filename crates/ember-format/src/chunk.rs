@@ -96,9 +96,8 @@ const PROBE_MIN_GAIN_SHIFT: u32 = 5;
 /// 4 KiB sample of it (four 1 KiB pieces spread over the chunk) with zstd
 /// level 1; if that saves less than 1/32, the chunk is stored as is without
 /// compressing the rest. Encrypted, already compressed and random data then
-/// cost an eighth of a compression; data compressible in most of its
-/// pieces is always compressed. (Measured on the benchmark volume:
-/// docs/format.md §10.)
+/// cost an eighth of a compression; a chunk compressible in any sampled
+/// place is compressed (docs/format.md §3).
 pub struct ChunkEncoder {
     codec: Codec,
     level: i32,

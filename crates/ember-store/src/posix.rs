@@ -165,7 +165,7 @@ impl Drop for TempGuard {
 /// direct I/O where the file system allows it: packs are written once and
 /// read back rarely, and copying them through the page cache cost a third
 /// of a full backup's CPU time on the benchmark machine (docs/format.md
-/// §10). The last, unaligned piece is written through the page cache at
+/// §11). The last, unaligned piece is written through the page cache at
 /// commit.
 struct PosixWriter {
     file: File,

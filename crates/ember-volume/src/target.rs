@@ -26,7 +26,7 @@ const ZERO_WRITE_LEN: usize = 1 << 20;
 /// Aligned writes go through a second descriptor opened with `O_DIRECT`
 /// where the file system allows it: a restore writes each byte once and
 /// never reads it back, and copying it through the page cache cost half of
-/// a restore's CPU time on the benchmark machine (docs/format.md §10).
+/// a restore's CPU time on the benchmark machine (docs/format.md §11).
 #[derive(Debug)]
 pub struct Target {
     file: File,
