@@ -164,20 +164,24 @@ fn restore_worker(
     abort: &AtomicBool,
     fail: &(dyn Fn(EngineError) + Sync),
 ) -> (u64, u64) {
-    let mut decoder = match ChunkDecoder::new() {
+    let decoder = match ChunkDecoder::new() {
         Ok(decoder) => decoder,
         Err(e) => {
             fail(EngineError::InvalidOption(format!("decompression: {e}")));
             return (0, 0);
         }
     };
-    let mut run = AlignedBuf::new();
+    let mut scratch = Scratch {
+        decoder,
+        run: AlignedBuf::new(),
+        frames: Vec::new(),
+    };
     let mut counts = (0, 0);
     for batch in work_rx {
         if abort.load(Ordering::Relaxed) {
             break;
         }
-        match restore_batch(job, &batch, &mut decoder, &mut run) {
+        match restore_batch(job, &batch, &mut scratch) {
             Ok((data, zero)) => {
                 counts.0 += data;
                 counts.1 += zero;
@@ -191,21 +195,30 @@ fn restore_worker(
     counts
 }
 
+/// A restore worker's buffers and decompressor, reused for every batch
+/// (fresh buffers would cost a page fault per page on first touch).
+struct Scratch {
+    decoder: ChunkDecoder,
+    /// Plaintext of a run of chunks, aligned for a direct write.
+    run: AlignedBuf,
+    /// Frames read from a pack.
+    frames: Vec<u8>,
+}
+
 /// Writes one batch: each run of data chunks with one write, each run of
 /// zero chunks with one zeroing call.
 fn restore_batch(
     job: &Job<'_>,
     batch: &RestoreBatch,
-    decoder: &mut ChunkDecoder,
-    run: &mut AlignedBuf,
+    scratch: &mut Scratch,
 ) -> Result<(u64, u64), EngineError> {
     let chunk = u64::from(job.info.chunk_size);
     let size = job.info.volume_size;
     let entries = &batch.entries;
     let batch_start = batch.first_index * chunk;
     let batch_end = (batch_start + entries.len() as u64 * chunk).min(size);
-    run.resize(entries.len() * chunk as usize);
-    let run = run.as_mut_slice();
+    scratch.run.resize(entries.len() * chunk as usize);
+    let run = scratch.run.as_mut_slice();
     let (mut data_chunks, mut zero_chunks) = (0, 0);
     let mut i = 0;
     while i < entries.len() {
@@ -224,7 +237,8 @@ fn restore_batch(
                 job,
                 batch.first_index + first as u64,
                 &entries[first..i],
-                decoder,
+                &mut scratch.decoder,
+                &mut scratch.frames,
                 &mut run[..len],
             )?;
             data_chunks += (i - first) as u64;
@@ -250,6 +264,7 @@ fn fetch_run(
     first_index: u64,
     entries: &[ChunkRef],
     decoder: &mut ChunkDecoder,
+    frames: &mut Vec<u8>,
     out: &mut [u8],
 ) -> Result<(), EngineError> {
     let chunk = job.info.chunk_size as usize;
@@ -286,14 +301,12 @@ fn fetch_run(
             end = location.end();
             next += 1;
         }
-        let bytes = job
+        frames.resize((end - u64::from(start.offset)) as usize, 0);
+        let read = job
             .repo
-            .read_pack_range(
-                &start.pack,
-                u64::from(start.offset),
-                end - u64::from(start.offset),
-            )
+            .read_pack_range_into(&start.pack, u64::from(start.offset), frames)
             .map_err(|e| bad_chunk(i, e))?;
+        let bytes = &frames[..read];
         for at in i..next {
             let entry = &entries[at];
             let location = entry.location.unwrap_or(start);

@@ -104,13 +104,23 @@ impl Repository {
 
     /// Reads `len` bytes of pack `pack` from `offset`: the frames of one or
     /// more consecutive chunks. The bytes are checked by decoding them.
-    pub fn read_pack_range(
+    fn read_pack_range(&self, pack: &PackId, offset: u64, len: u64) -> Result<Vec<u8>, RepoError> {
+        match self.store.get_range(&pack_key(pack), offset, len) {
+            Err(e) if e.is_not_found() => Err(RepoError::MissingPack(*pack)),
+            other => Ok(other?),
+        }
+    }
+
+    /// Reads bytes of pack `pack` from `offset` into `buf` (reused across
+    /// reads by a restore worker); returns how many it read, fewer only at
+    /// the pack's end.
+    pub fn read_pack_range_into(
         &self,
         pack: &PackId,
         offset: u64,
-        len: u64,
-    ) -> Result<Vec<u8>, RepoError> {
-        match self.store.get_range(&pack_key(pack), offset, len) {
+        buf: &mut [u8],
+    ) -> Result<usize, RepoError> {
+        match self.store.read_range(&pack_key(pack), offset, buf) {
             Err(e) if e.is_not_found() => Err(RepoError::MissingPack(*pack)),
             other => Ok(other?),
         }

@@ -104,6 +104,23 @@ pub trait ObjectStore: Send + Sync {
     /// Reads up to `len` bytes of an object from `offset`.
     fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>, StoreError>;
 
+    /// Reads bytes of an object from `offset` into `buf` and returns how
+    /// many it read (fewer only at the object's end). For callers that
+    /// reuse a buffer across many reads (restores): a fresh buffer per read
+    /// costs a page fault per page on first touch. Stores that can read in
+    /// place override this copying default.
+    fn read_range(
+        &self,
+        key: &ObjectKey,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, StoreError> {
+        let bytes = self.get_range(key, offset, buf.len() as u64)?;
+        let n = bytes.len().min(buf.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
+        Ok(n)
+    }
+
     /// Opens an object for reading in one pass.
     fn open(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>, StoreError>;
 

@@ -216,6 +216,20 @@ impl PosixWriter {
     }
 }
 
+/// Reads into `buf` from `offset` until it is full or the file ends.
+fn read_fully_at(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 /// Turns direct I/O on or off for `file`.
 fn set_direct(file: &File, on: bool) -> nix::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -307,29 +321,28 @@ impl ObjectStore for PosixStore {
     }
 
     fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
-        let path = self.path_of(key)?;
-        let file = File::open(&path).map_err(|e| io_err("open", &path, e))?;
         let len = usize::try_from(len).map_err(|_| {
             io_err(
                 "read",
-                &path,
+                &self.root,
                 std::io::Error::from(std::io::ErrorKind::InvalidInput),
             )
         })?;
-        // One positioned read into a buffer of the right size (packs are
-        // read in ranges of up to a few MiB; growing a buffer costs copies).
         let mut out = vec![0u8; len];
-        let mut filled = 0;
-        while filled < len {
-            match file.read_at(&mut out[filled..], offset + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_err("read", &path, e)),
-            }
-        }
+        let filled = self.read_range(key, offset, &mut out)?;
         out.truncate(filled);
         Ok(out)
+    }
+
+    fn read_range(
+        &self,
+        key: &ObjectKey,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, StoreError> {
+        let path = self.path_of(key)?;
+        let file = File::open(&path).map_err(|e| io_err("open", &path, e))?;
+        read_fully_at(&file, offset, buf).map_err(|e| io_err("read", &path, e))
     }
 
     fn open(&self, key: &ObjectKey) -> Result<Box<dyn Read + Send>, StoreError> {
