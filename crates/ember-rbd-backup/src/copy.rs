@@ -16,6 +16,11 @@ use crate::RbdBackupError;
 
 /// Reader threads per copy (each with its own image handle).
 const READERS: usize = 4;
+/// Pieces read ahead of the writer, waiting in the channel.
+const QUEUED: usize = 2 * READERS;
+/// Writes in flight at once on an RBD image: an image with exclusive-lock
+/// has one writer, so its writes are asynchronous rather than parallel.
+const WRITE_DEPTH: usize = 16;
 /// Granularity of the zero detection.
 const BLOCK: usize = 4 << 10;
 /// Shorter runs of zeros between data are written with it: one call
@@ -134,6 +139,14 @@ pub(crate) trait ReadAt {
 pub(crate) trait Sink {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), RbdBackupError>;
     fn zero(&mut self, offset: u64, len: u64) -> Result<(), RbdBackupError>;
+
+    /// Writes each `(offset, data)`, in any order.
+    fn write_batch(&mut self, writes: &[(u64, &[u8])]) -> Result<(), RbdBackupError> {
+        for &(offset, data) in writes {
+            self.write_at(offset, data)?;
+        }
+        Ok(())
+    }
 }
 
 /// An RBD image (at a snapshot, or its head) as an origin.
@@ -176,6 +189,10 @@ impl Sink for Image {
     /// nothing).
     fn zero(&mut self, offset: u64, len: u64) -> Result<(), RbdBackupError> {
         Ok(self.write_zeroes(offset, len)?)
+    }
+
+    fn write_batch(&mut self, writes: &[(u64, &[u8])]) -> Result<(), RbdBackupError> {
+        Ok(self.write_many(writes, WRITE_DEPTH)?)
     }
 }
 
@@ -241,7 +258,7 @@ pub(crate) fn copy(
     let abort = AtomicBool::new(false);
     let readers = READERS.min(work.len());
     std::thread::scope(|scope| {
-        let (tx, rx) = sync_channel::<ReadPiece>(readers);
+        let (tx, rx) = sync_channel::<ReadPiece>(QUEUED);
         let handles: Vec<_> = (0..readers)
             .map(|_| {
                 let tx = tx.clone();
@@ -250,7 +267,7 @@ pub(crate) fn copy(
             })
             .collect();
         drop(tx);
-        let result = write_pieces(sink, &zero_work, rx, plan.fresh, all, control);
+        let result = write_pieces(sink, &zero_work, rx, plan.fresh, chunk, all, control);
         if result.is_err() {
             abort.store(true, Ordering::Relaxed);
         }
@@ -297,12 +314,14 @@ fn read_pieces(
     }
 }
 
-/// The writer: zeroes `zero_work`, then writes what the readers send.
+/// The writer: zeroes `zero_work`, then writes what the readers send, in
+/// batches of what has arrived (up to `2 × chunk` bytes).
 fn write_pieces(
     sink: &mut dyn Sink,
     zero_work: &[Range<u64>],
     rx: Receiver<ReadPiece>,
     fresh: bool,
+    chunk: u64,
     all: u64,
     control: &Control<'_>,
 ) -> Result<TransferStats, RbdBackupError> {
@@ -315,46 +334,72 @@ fn write_pieces(
         done += range.end - range.start;
         control.report(done, all);
     }
-    for read in rx {
+    while let Ok(first) = rx.recv() {
         control.check()?;
-        let (range, buf) = read?;
-        stats.bytes_read += buf.len() as u64;
-        write_buffer(sink, range.start, &buf, fresh, &mut stats)?;
-        done += buf.len() as u64;
+        let mut batch = vec![first?];
+        let mut bytes = batch[0].1.len() as u64;
+        while bytes < 2 * chunk {
+            let Ok(more) = rx.try_recv() else { break };
+            let more = more?;
+            bytes += more.1.len() as u64;
+            batch.push(more);
+        }
+        let mut writes: Vec<(u64, &[u8])> = Vec::new();
+        for (range, buf) in &batch {
+            stats.bytes_read += buf.len() as u64;
+            for segment in segments(buf) {
+                let offset = range.start + segment.range.start as u64;
+                let len = (segment.range.end - segment.range.start) as u64;
+                match (segment.zero, fresh) {
+                    (false, _) => {
+                        writes.push((offset, &buf[segment.range]));
+                        stats.bytes_written += len;
+                    }
+                    (true, true) => stats.bytes_skipped += len,
+                    (true, false) => {
+                        sink.zero(offset, len)?;
+                        stats.bytes_zeroed += len;
+                    }
+                }
+            }
+        }
+        sink.write_batch(&writes)?;
+        done += bytes;
         control.report(done, all);
     }
     Ok(stats)
 }
 
-/// Writes `buf` at `offset`, its long runs of zeros skipped (`fresh`) or
-/// zeroed.
-fn write_buffer(
-    sink: &mut dyn Sink,
-    offset: u64,
-    buf: &[u8],
-    fresh: bool,
-    stats: &mut TransferStats,
-) -> Result<(), RbdBackupError> {
+/// A part of a buffer: data to write, or zeros worth skipping.
+struct Segment {
+    range: Range<usize>,
+    zero: bool,
+}
+
+/// `buf` cut into data and long zero runs.
+fn segments(buf: &[u8]) -> Vec<Segment> {
+    let mut out = Vec::new();
     let mut data_start = 0usize;
     for run in zero_runs(buf) {
         if run.start > data_start {
-            sink.write_at(offset + data_start as u64, &buf[data_start..run.start])?;
-            stats.bytes_written += (run.start - data_start) as u64;
-        }
-        let len = (run.end - run.start) as u64;
-        if fresh {
-            stats.bytes_skipped += len;
-        } else {
-            sink.zero(offset + run.start as u64, len)?;
-            stats.bytes_zeroed += len;
+            out.push(Segment {
+                range: data_start..run.start,
+                zero: false,
+            });
         }
         data_start = run.end;
+        out.push(Segment {
+            range: run,
+            zero: true,
+        });
     }
     if data_start < buf.len() {
-        sink.write_at(offset + data_start as u64, &buf[data_start..])?;
-        stats.bytes_written += (buf.len() - data_start) as u64;
+        out.push(Segment {
+            range: data_start..buf.len(),
+            zero: false,
+        });
     }
-    Ok(())
+    out
 }
 
 /// The runs of zero blocks in `buf` worth skipping: at least
