@@ -34,6 +34,11 @@ pub type rbd_image_options_t = *mut c_void;
 /// data (1) or is known to be zero (0), and the opaque argument.
 pub type rbd_diff_cb = unsafe extern "C" fn(u64, usize, c_int, *mut c_void) -> c_int;
 
+/// An asynchronous I/O's completion (`rbd_completion_t`).
+pub type rbd_completion_t = *mut c_void;
+/// `rbd_callback_t`: called when an asynchronous I/O completes.
+pub type rbd_callback_t = unsafe extern "C" fn(rbd_completion_t, *mut c_void);
+
 /// `rbd_image_spec_t`: one image of a pool listing.
 #[repr(C)]
 pub struct rbd_image_spec_t {
@@ -160,6 +165,11 @@ ceph_ffi! { "rbd";
     pub fn rbd_discard(image: rbd_image_t, ofs: u64, len: u64) -> c_int;
     pub fn rbd_write_zeroes(image: rbd_image_t, ofs: u64, len: usize, zero_flags: c_int, op_flags: c_int) -> isize;
     pub fn rbd_flush(image: rbd_image_t) -> c_int;
+    pub fn rbd_aio_create_completion(cb_arg: *mut c_void, complete_cb: Option<rbd_callback_t>, c: *mut rbd_completion_t) -> c_int;
+    pub fn rbd_aio_write2(image: rbd_image_t, off: u64, len: usize, buf: *const c_char, c: rbd_completion_t, op_flags: c_int) -> c_int;
+    pub fn rbd_aio_wait_for_complete(c: rbd_completion_t) -> c_int;
+    pub fn rbd_aio_get_return_value(c: rbd_completion_t) -> isize;
+    pub fn rbd_aio_release(c: rbd_completion_t);
     pub fn rbd_snap_create(image: rbd_image_t, snapname: *const c_char) -> c_int;
     pub fn rbd_snap_list(image: rbd_image_t, snaps: *mut rbd_snap_info_t, max_snaps: *mut c_int) -> c_int;
     pub fn rbd_snap_list_end(snaps: *mut rbd_snap_info_t);

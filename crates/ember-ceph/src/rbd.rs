@@ -2,6 +2,7 @@
 //! clones, and the changed extents between two versions.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::ops::{BitOr, BitOrAssign};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -613,6 +614,113 @@ impl Image {
             done += piece.len();
         }
         Ok(())
+    }
+
+    /// Writes every `(offset, data)` of `writes`, up to `depth` of them in
+    /// flight at once (librbd's asynchronous writes), and returns when all
+    /// are done — after a failure too, with the first error. The effect of
+    /// [`Image::write`] for each, without a round trip per write: for many
+    /// writes to different objects. Writes in flight together may land in
+    /// any order: overlapping ones need `depth` 1. A write reaching past the
+    /// end of the image is refused before anything is written.
+    pub fn write_many(&self, writes: &[(u64, &[u8])], depth: usize) -> Result<(), CephError> {
+        let size = self.size()?;
+        if let Some(&(offset, data)) = writes
+            .iter()
+            .find(|(offset, data)| offset.saturating_add(data.len() as u64) > size)
+        {
+            return Err(CephError::Short {
+                call: "rbd_aio_write2",
+                target: self.target(),
+                offset,
+                asked: data.len() as u64,
+                done: 0,
+            });
+        }
+        let pieces = writes.iter().flat_map(|&(offset, data)| {
+            data.chunks(MAX_CALL_BYTES).scan(offset, |at, piece| {
+                let this = *at;
+                *at += piece.len() as u64;
+                Some((this, piece))
+            })
+        });
+        let mut in_flight: VecDeque<(ffi::rbd_completion_t, u64)> = VecDeque::new();
+        let mut first_error: Option<CephError> = None;
+        for (offset, piece) in pieces {
+            if in_flight.len() >= depth.max(1) {
+                if let Some((completion, at)) = in_flight.pop_front() {
+                    self.finish_write(completion, at, &mut first_error);
+                }
+            }
+            if first_error.is_some() {
+                break;
+            }
+            match self.start_write(offset, piece) {
+                Ok(completion) => in_flight.push_back((completion, offset)),
+                Err(e) => first_error = Some(e),
+            }
+        }
+        // Every buffer stays borrowed until its write is done.
+        while let Some((completion, at)) = in_flight.pop_front() {
+            self.finish_write(completion, at, &mut first_error);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Starts an asynchronous write of `piece` at `offset`; the caller
+    /// keeps `piece` alive until [`Image::finish_write`] returns.
+    fn start_write(&self, offset: u64, piece: &[u8]) -> Result<ffi::rbd_completion_t, CephError> {
+        let mut completion: ffi::rbd_completion_t = ptr::null_mut();
+        // SAFETY: no callback, an out-pointer.
+        let ret = unsafe { ffi::rbd_aio_create_completion(ptr::null_mut(), None, &mut completion) };
+        check(ret, "rbd_aio_create_completion", || self.target())?;
+        // SAFETY: open image, a buffer of piece.len() bytes that the caller
+        // keeps alive until the completion is waited for, a fresh
+        // completion.
+        let ret = unsafe {
+            ffi::rbd_aio_write2(
+                self.ptr,
+                offset,
+                piece.len(),
+                piece.as_ptr().cast::<c_char>(),
+                completion,
+                0,
+            )
+        };
+        if ret < 0 {
+            // SAFETY: created above, never submitted.
+            unsafe { ffi::rbd_aio_release(completion) };
+            return Err(CephError::call(
+                "rbd_aio_write2",
+                format!("{} at {offset}", self.target()),
+                ret.into(),
+            ));
+        }
+        Ok(completion)
+    }
+
+    /// Waits for an asynchronous write and releases its completion, keeping
+    /// its error if it is the first.
+    fn finish_write(
+        &self,
+        completion: ffi::rbd_completion_t,
+        offset: u64,
+        first_error: &mut Option<CephError>,
+    ) {
+        // SAFETY: a submitted completion, waited for and released once.
+        let ret = unsafe {
+            ffi::rbd_aio_wait_for_complete(completion);
+            let ret = ffi::rbd_aio_get_return_value(completion);
+            ffi::rbd_aio_release(completion);
+            ret
+        };
+        if ret < 0 && first_error.is_none() {
+            *first_error = Some(CephError::call(
+                "rbd_aio_write2",
+                format!("{} at {offset}", self.target()),
+                ret as i64,
+            ));
+        }
     }
 
     /// Discards `len` bytes at `offset`: the range then reads as zeros and
