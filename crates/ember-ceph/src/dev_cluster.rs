@@ -43,6 +43,24 @@ impl DevCluster {
         CephConfig::new(&self.conf, "admin", pool).with_connect_timeout(Duration::from_secs(5))
     }
 
+    /// Removes the objects of `pool` whose names start with `prefix`: the
+    /// clean-up of a test, so it ignores errors (and never panics).
+    pub fn remove_objects(&self, pool: &str, prefix: &str) {
+        let Ok(io) = self.config(pool).connect() else {
+            return;
+        };
+        let Ok(listing) = io.list_objects() else {
+            return;
+        };
+        let names: Vec<String> = listing
+            .flatten()
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        for name in names {
+            let _ = io.remove(&name);
+        }
+    }
+
     /// Runs a Ceph CLI (`rbd`, `rados`, `ceph`) on this cluster and returns
     /// its stdout; panics if it fails (test support).
     pub fn cli(&self, program: &str, args: &[&str]) -> String {

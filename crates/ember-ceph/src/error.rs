@@ -64,6 +64,12 @@ impl CephError {
         self.errno() == Some(Errno::EEXIST as i32)
     }
 
+    /// Whether a comparison of a compound operation failed (ECANCELED), so
+    /// none of its steps took effect.
+    pub fn is_canceled(&self) -> bool {
+        self.errno() == Some(Errno::ECANCELED as i32)
+    }
+
     /// Whether the target is in use (EBUSY): an image open elsewhere or
     /// with snapshots, a protected snapshot with clones, …
     pub fn is_busy(&self) -> bool {
@@ -129,6 +135,7 @@ fn hint(call: &&'static str, errno: &i32) -> &'static str {
         ("rados_connect", Errno::EINVAL) => "; the configuration is invalid (no `mon host`?)",
         ("rados_ioctx_create", Errno::ENOENT) => "; the pool does not exist",
         ("rados_conf_set", _) => "; unknown option or invalid value",
+        (_, Errno::EFBIG) => "; the object would exceed the OSDs' osd_max_object_size",
         // Ceph's EBLOCKLISTED is ESHUTDOWN.
         (_, Errno::ESHUTDOWN) => "; this client was blocklisted by the cluster",
         (_, Errno::EACCES | Errno::EPERM) => "; the client's capabilities do not allow it",

@@ -10,7 +10,7 @@
 //! listing ends silently on an error (a truncated list looks complete,
 //! which a garbage collector must never see); and it pulls nix 0.18, nom 5,
 //! uuid 0.8 and bitflags 1 into the workspace with future-incompatibility
-//! warnings. The ~20 librados functions needed here are simpler to declare.
+//! warnings. The ~35 librados functions needed here are simpler to declare.
 //!
 //! Built without the libraries (`ember_ceph_stub`, see `build.rs`), every
 //! function is a stub that returns `-ENOSYS` (or does nothing).
@@ -19,12 +19,18 @@
 
 use std::ffi::{c_char, c_int, c_void};
 
+use nix::libc::{time_t, timeval};
+
 /// A cluster handle (`rados_t`).
 pub type rados_t = *mut c_void;
 /// An I/O context on one pool (`rados_ioctx_t`).
 pub type rados_ioctx_t = *mut c_void;
 /// An object-listing cursor (`rados_list_ctx_t`).
 pub type rados_list_ctx_t = *mut c_void;
+/// A compound write operation on one object (`rados_write_op_t`).
+pub type rados_write_op_t = *mut c_void;
+/// A compound read operation on one object (`rados_read_op_t`).
+pub type rados_read_op_t = *mut c_void;
 /// An open image (`rbd_image_t`).
 pub type rbd_image_t = *mut c_void;
 /// A set of image-creation options (`rbd_image_options_t`).
@@ -78,6 +84,17 @@ pub const RBD_IMAGE_OPTION_STRIPE_UNIT: c_int = 3;
 pub const RBD_IMAGE_OPTION_STRIPE_COUNT: c_int = 4;
 pub const RBD_IMAGE_OPTION_DATA_POOL: c_int = 10;
 
+/// `LIBRADOS_CREATE_EXCLUSIVE`: `rados_write_op_create` fails with EEXIST
+/// if the object exists.
+pub const LIBRADOS_CREATE_EXCLUSIVE: c_int = 1;
+/// `LIBRADOS_CMPXATTR_OP_EQ` and `_NE`: the comparisons of
+/// `rados_*_op_cmpxattr` (an absent attribute compares as empty).
+pub const LIBRADOS_CMPXATTR_OP_EQ: u8 = 1;
+pub const LIBRADOS_CMPXATTR_OP_NE: u8 = 2;
+/// `LIBRADOS_LOCK_FLAG_MUST_RENEW`: renew a lock this client holds, and
+/// fail with ENOENT if it no longer does.
+pub const LIBRADOS_LOCK_FLAG_MUST_RENEW: u8 = 1 << 1;
+
 /// What a stub returns in place of the real function.
 #[cfg(ember_ceph_stub)]
 pub trait StubReturn {
@@ -98,6 +115,12 @@ impl StubReturn for isize {
 #[cfg(ember_ceph_stub)]
 impl StubReturn for () {
     fn stub() -> Self {}
+}
+#[cfg(ember_ceph_stub)]
+impl StubReturn for *mut c_void {
+    fn stub() -> Self {
+        std::ptr::null_mut()
+    }
 }
 
 /// Declares the functions of one library: real `extern "C"` declarations,
@@ -138,6 +161,23 @@ ceph_ffi! { "rados";
     pub fn rados_nobjects_list_open(io: rados_ioctx_t, ctx: *mut rados_list_ctx_t) -> c_int;
     pub fn rados_nobjects_list_next(ctx: rados_list_ctx_t, entry: *mut *const c_char, key: *mut *const c_char, nspace: *mut *const c_char) -> c_int;
     pub fn rados_nobjects_list_close(ctx: rados_list_ctx_t);
+    pub fn rados_create_write_op() -> rados_write_op_t;
+    pub fn rados_release_write_op(write_op: rados_write_op_t);
+    pub fn rados_write_op_assert_exists(write_op: rados_write_op_t);
+    pub fn rados_write_op_cmpxattr(write_op: rados_write_op_t, name: *const c_char, comparison_operator: u8, value: *const c_char, value_len: usize);
+    pub fn rados_write_op_setxattr(write_op: rados_write_op_t, name: *const c_char, value: *const c_char, value_len: usize);
+    pub fn rados_write_op_create(write_op: rados_write_op_t, exclusive: c_int, category: *const c_char);
+    pub fn rados_write_op_write(write_op: rados_write_op_t, buffer: *const c_char, len: usize, offset: u64);
+    pub fn rados_write_op_write_full(write_op: rados_write_op_t, buffer: *const c_char, len: usize);
+    pub fn rados_write_op_remove(write_op: rados_write_op_t);
+    pub fn rados_write_op_operate(write_op: rados_write_op_t, io: rados_ioctx_t, oid: *const c_char, mtime: *mut time_t, flags: c_int) -> c_int;
+    pub fn rados_create_read_op() -> rados_read_op_t;
+    pub fn rados_release_read_op(read_op: rados_read_op_t);
+    pub fn rados_read_op_cmpxattr(read_op: rados_read_op_t, name: *const c_char, comparison_operator: u8, value: *const c_char, value_len: usize);
+    pub fn rados_read_op_read(read_op: rados_read_op_t, offset: u64, len: usize, buffer: *mut c_char, bytes_read: *mut usize, prval: *mut c_int);
+    pub fn rados_read_op_operate(read_op: rados_read_op_t, io: rados_ioctx_t, oid: *const c_char, flags: c_int) -> c_int;
+    pub fn rados_lock_exclusive(io: rados_ioctx_t, oid: *const c_char, name: *const c_char, cookie: *const c_char, desc: *const c_char, duration: *mut timeval, flags: u8) -> c_int;
+    pub fn rados_list_lockers(io: rados_ioctx_t, o: *const c_char, name: *const c_char, exclusive: *mut c_int, tag: *mut c_char, tag_len: *mut usize, clients: *mut c_char, clients_len: *mut usize, cookies: *mut c_char, cookies_len: *mut usize, addrs: *mut c_char, addrs_len: *mut usize) -> isize;
 }
 
 ceph_ffi! { "rbd";

@@ -5,7 +5,9 @@
 //!   pool, failing fast and by name on a wrong user, key, monitor address
 //!   or pool.
 //! - [`IoCtx`] reads and writes RADOS objects: the building block of a
-//!   RADOS repository target.
+//!   RADOS repository target. [`WriteOp`] and [`ReadOp`] make a check and
+//!   a change (or a read) one atomic step; [`IoCtx::lock_exclusive`] takes
+//!   expiring advisory locks (leases that end when their holder dies).
 //! - [`rbd`] creates, lists, clones and removes RBD images; [`Image`] reads
 //!   and writes one, takes and lists snapshots, and reports the extents
 //!   changed between two versions ([`Image::diff_iterate`]) — what
@@ -28,7 +30,10 @@ mod rados;
 pub mod rbd;
 
 pub use error::CephError;
-pub use rados::{rados_version, CephConfig, IoCtx, ObjectList, ObjectStat, Rados};
+pub use rados::{
+    rados_version, CephConfig, IoCtx, Locker, ObjectList, ObjectStat, Rados, ReadOp, WriteOp,
+    XattrCmp,
+};
 pub use rbd::{
     CreateOptions, DiffError, DiffExtent, DiffOptions, Features, Image, ImageInfo, ImageSpec,
     SnapInfo,

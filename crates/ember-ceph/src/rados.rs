@@ -1,6 +1,7 @@
 //! librados: connecting to a cluster and objects in a pool.
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::ptr;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::errno::Errno;
 
 use crate::error::{check, cstring, neg, CephError};
-use crate::ffi;
+use crate::{ffi, LINKED};
 
 /// The largest transfer handed to one librados call: its return value is a
 /// C `int` (bytes moved), so larger requests are split.
@@ -429,6 +430,124 @@ impl IoCtx {
         }
     }
 
+    /// Takes the exclusive advisory lock `name` of the object (Ceph's
+    /// `cls_lock`, as `rados lock` uses), creating an empty object if there
+    /// is none, for `duration`: the OSD drops the lock that long after it
+    /// was taken or last renewed, by the OSD's own clock, so a holder that
+    /// dies loses it within `duration`. The holder is this cluster handle
+    /// with `cookie`.
+    ///
+    /// EBUSY if another holder has it. With `renew`, renews the lock this
+    /// holder has instead, and fails with ENOENT if it no longer has it
+    /// (it expired or was broken) rather than taking it afresh.
+    pub fn lock_exclusive(
+        &self,
+        oid: &str,
+        name: &str,
+        cookie: &str,
+        description: &str,
+        duration: Duration,
+        renew: bool,
+    ) -> Result<(), CephError> {
+        let c_oid = cstring("object name", oid)?;
+        let c_name = cstring("lock name", name)?;
+        let c_cookie = cstring("lock cookie", cookie)?;
+        let c_desc = cstring("lock description", description)?;
+        let mut tv = nix::libc::timeval {
+            tv_sec: duration
+                .as_secs()
+                .try_into()
+                .unwrap_or(nix::libc::time_t::MAX),
+            tv_usec: duration.subsec_micros().into(),
+        };
+        let flags = if renew {
+            ffi::LIBRADOS_LOCK_FLAG_MUST_RENEW
+        } else {
+            0
+        };
+        // SAFETY: live ioctx, C strings, and a timeval read during the call.
+        let ret = unsafe {
+            ffi::rados_lock_exclusive(
+                self.ptr,
+                c_oid.as_ptr(),
+                c_name.as_ptr(),
+                c_cookie.as_ptr(),
+                c_desc.as_ptr(),
+                &mut tv,
+                flags,
+            )
+        };
+        check(ret, "rados_lock_exclusive", || {
+            format!("{} lock {name}", self.target(oid))
+        })
+        .map(drop)
+    }
+
+    /// The current holders of the advisory lock `name` of the object
+    /// (expired ones are left out); ENOENT if the object does not exist.
+    pub fn list_lockers(&self, oid: &str, name: &str) -> Result<Vec<Locker>, CephError> {
+        let c_oid = cstring("object name", oid)?;
+        let c_name = cstring("lock name", name)?;
+        // Tag, clients, cookies, addresses: librados says how long each must
+        // be when one is too short (ERANGE); they then grow to that.
+        let mut sizes = [256usize; 4];
+        loop {
+            let mut bufs = sizes.map(|len| vec![0u8; len]);
+            let mut lens = sizes;
+            let mut exclusive: c_int = 0;
+            let [tag, clients, cookies, addrs] = &mut bufs;
+            let [tag_len, clients_len, cookies_len, addrs_len] = &mut lens;
+            // SAFETY: live ioctx, C strings, and four buffers whose lengths
+            // are passed beside them (librados updates the lengths).
+            let ret = unsafe {
+                ffi::rados_list_lockers(
+                    self.ptr,
+                    c_oid.as_ptr(),
+                    c_name.as_ptr(),
+                    &mut exclusive,
+                    tag.as_mut_ptr().cast::<c_char>(),
+                    tag_len,
+                    clients.as_mut_ptr().cast::<c_char>(),
+                    clients_len,
+                    cookies.as_mut_ptr().cast::<c_char>(),
+                    cookies_len,
+                    addrs.as_mut_ptr().cast::<c_char>(),
+                    addrs_len,
+                )
+            };
+            if ret == neg(Errno::ERANGE) as isize {
+                for (size, needed) in sizes.iter_mut().zip(lens) {
+                    *size = needed.max(*size);
+                }
+                continue;
+            }
+            let count = check(ret as i64, "rados_list_lockers", || {
+                format!("{} lock {name}", self.target(oid))
+            })? as usize;
+            // Each buffer holds `count` NUL-terminated strings.
+            let strings = |buf: &[u8], len: usize| -> Vec<String> {
+                buf[..len.min(buf.len())]
+                    .split(|&b| b == 0)
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .take(count)
+                    .collect()
+            };
+            let clients = strings(clients, lens[1]);
+            let cookies = strings(cookies, lens[2]);
+            let addrs = strings(addrs, lens[3]);
+            return Ok(clients
+                .into_iter()
+                .zip(cookies)
+                .zip(addrs)
+                .map(|((client, cookie), address)| Locker {
+                    client,
+                    cookie,
+                    address,
+                })
+                .collect());
+        }
+    }
+
     /// Lists the names of the pool's objects (in its default namespace), in
     /// no particular order. The list is not a snapshot: objects created or
     /// removed meanwhile may or may not appear. A failure is reported as an
@@ -442,6 +561,306 @@ impl IoCtx {
             format!("pool {}", self.pool)
         })?;
         Ok(ObjectList { ioctx: self, ctx })
+    }
+}
+
+/// One holder of an advisory lock ([`IoCtx::list_lockers`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Locker {
+    /// The holding client instance, e.g. `client.4121`.
+    pub client: String,
+    /// The cookie it locked with.
+    pub cookie: String,
+    /// Its network address.
+    pub address: String,
+}
+
+/// How a compound operation compares an extended attribute with a value:
+/// as byte strings, an absent attribute comparing as empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XattrCmp {
+    /// The attribute equals the value.
+    Eq,
+    /// The attribute differs from the value.
+    Ne,
+}
+
+impl XattrCmp {
+    fn raw(self) -> u8 {
+        match self {
+            XattrCmp::Eq => ffi::LIBRADOS_CMPXATTR_OP_EQ,
+            XattrCmp::Ne => ffi::LIBRADOS_CMPXATTR_OP_NE,
+        }
+    }
+}
+
+/// The C strings and the first invalid argument of an operation being
+/// built: builder steps cannot fail, `operate` reports the error.
+#[derive(Default)]
+struct OpArgs {
+    /// Kept until the operation is released.
+    strings: Vec<CString>,
+    error: Option<CephError>,
+}
+
+impl OpArgs {
+    /// `s` as a C string that lives as long as the operation; null (and the
+    /// error recorded) if it holds a NUL byte.
+    fn c_str(&mut self, what: &'static str, s: &str) -> *const c_char {
+        match cstring(what, s) {
+            Ok(c) => {
+                // The string's heap buffer does not move with the CString.
+                let ptr = c.as_ptr();
+                self.strings.push(c);
+                ptr
+            }
+            Err(e) => {
+                self.error.get_or_insert(e);
+                ptr::null()
+            }
+        }
+    }
+}
+
+/// A new operation handle from `create`, or the error of a failed
+/// allocation (ENOSYS in a build without librados).
+fn new_op(
+    call: &'static str,
+    create: unsafe extern "C" fn() -> *mut std::ffi::c_void,
+) -> Result<*mut std::ffi::c_void, CephError> {
+    // SAFETY: the constructor takes no arguments.
+    let ptr = unsafe { create() };
+    if ptr.is_null() {
+        let errno = if LINKED { Errno::ENOMEM } else { Errno::ENOSYS };
+        return Err(CephError::call(call, "new operation", neg(errno).into()));
+    }
+    Ok(ptr)
+}
+
+/// A compound write on one object, applied atomically by
+/// [`WriteOp::operate`]: every step takes effect or none does. A failed
+/// comparison fails the whole operation with ECANCELED
+/// ([`CephError::is_canceled`]), a failed existence check with ENOENT, an
+/// exclusive create of an existing object with EEXIST.
+///
+/// This is how a check and a change become one step: "remove the object if
+/// its attribute still holds what was read", "write this piece only if the
+/// object still exists". Built by value: `WriteOp::new()?.assert_exists()
+/// .remove().operate(&io, "obj")`.
+pub struct WriteOp<'a> {
+    ptr: ffi::rados_write_op_t,
+    args: OpArgs,
+    /// Data buffers are borrowed until the operation is done.
+    _data: PhantomData<&'a [u8]>,
+}
+
+impl Drop for WriteOp<'_> {
+    fn drop(&mut self) {
+        // SAFETY: created by rados_create_write_op, released once.
+        unsafe { ffi::rados_release_write_op(self.ptr) }
+    }
+}
+
+impl<'a> WriteOp<'a> {
+    /// An empty operation.
+    pub fn new() -> Result<Self, CephError> {
+        Ok(WriteOp {
+            ptr: new_op("rados_create_write_op", ffi::rados_create_write_op)?,
+            args: OpArgs::default(),
+            _data: PhantomData,
+        })
+    }
+
+    /// Fails the operation (ENOENT) unless the object exists.
+    pub fn assert_exists(self) -> Self {
+        // SAFETY: a live operation.
+        unsafe { ffi::rados_write_op_assert_exists(self.ptr) };
+        self
+    }
+
+    /// Creates the object; with `exclusive`, fails the operation (EEXIST)
+    /// if it exists already.
+    pub fn create(self, exclusive: bool) -> Self {
+        let exclusive = if exclusive {
+            ffi::LIBRADOS_CREATE_EXCLUSIVE
+        } else {
+            0
+        };
+        // SAFETY: a live operation; the category is unused by Ceph.
+        unsafe { ffi::rados_write_op_create(self.ptr, exclusive, ptr::null()) };
+        self
+    }
+
+    /// Fails the operation (ECANCELED) unless the attribute `name`
+    /// compares to `value` as `cmp` says.
+    pub fn cmp_xattr(mut self, name: &str, cmp: XattrCmp, value: &'a [u8]) -> Self {
+        let c_name = self.args.c_str("xattr name", name);
+        if !c_name.is_null() {
+            // SAFETY: a live operation, a C string kept with it, and a value
+            // borrowed for the operation's lifetime.
+            unsafe {
+                ffi::rados_write_op_cmpxattr(
+                    self.ptr,
+                    c_name,
+                    cmp.raw(),
+                    value.as_ptr().cast::<c_char>(),
+                    value.len(),
+                )
+            };
+        }
+        self
+    }
+
+    /// Sets the attribute `name` to `value`.
+    pub fn set_xattr(mut self, name: &str, value: &'a [u8]) -> Self {
+        let c_name = self.args.c_str("xattr name", name);
+        if !c_name.is_null() {
+            // SAFETY: as in cmp_xattr.
+            unsafe {
+                ffi::rados_write_op_setxattr(
+                    self.ptr,
+                    c_name,
+                    value.as_ptr().cast::<c_char>(),
+                    value.len(),
+                )
+            };
+        }
+        self
+    }
+
+    /// Writes `data` at `offset`.
+    pub fn write(self, offset: u64, data: &'a [u8]) -> Self {
+        // SAFETY: a live operation and data borrowed for its lifetime.
+        unsafe {
+            ffi::rados_write_op_write(self.ptr, data.as_ptr().cast::<c_char>(), data.len(), offset)
+        };
+        self
+    }
+
+    /// Replaces the object's data with `data` (its attributes stay).
+    pub fn write_full(self, data: &'a [u8]) -> Self {
+        // SAFETY: as in write.
+        unsafe {
+            ffi::rados_write_op_write_full(self.ptr, data.as_ptr().cast::<c_char>(), data.len())
+        };
+        self
+    }
+
+    /// Removes the object.
+    pub fn remove(self) -> Self {
+        // SAFETY: a live operation.
+        unsafe { ffi::rados_write_op_remove(self.ptr) };
+        self
+    }
+
+    /// Applies every step to object `oid` of `io`'s pool, atomically; the
+    /// object's modification time becomes this client's clock.
+    pub fn operate(mut self, io: &IoCtx, oid: &str) -> Result<(), CephError> {
+        if let Some(e) = self.args.error.take() {
+            return Err(e);
+        }
+        let c_oid = cstring("object name", oid)?;
+        // SAFETY: a live operation whose strings and buffers outlive the
+        // call, a live ioctx, a C string; a null mtime means "now".
+        let ret = unsafe {
+            ffi::rados_write_op_operate(self.ptr, io.ptr, c_oid.as_ptr(), ptr::null_mut(), 0)
+        };
+        check(ret, "rados_write_op_operate", || io.target(oid)).map(drop)
+    }
+}
+
+/// A compound read of one object, done by [`ReadOp::operate`] in one round
+/// trip: a failed comparison fails it with ECANCELED and reads nothing.
+/// E.g. "read this range, if the object is committed".
+pub struct ReadOp<'a> {
+    ptr: ffi::rados_read_op_t,
+    args: OpArgs,
+    /// Per read step, at a stable address: the bytes read and the step's
+    /// own result, written by librados during `operate`. Boxed because
+    /// librados keeps pointers to them: the vector's own storage moves as
+    /// it grows.
+    #[allow(clippy::vec_box)]
+    reads: Vec<Box<(usize, c_int)>>,
+    /// Read buffers are borrowed until the operation is done.
+    _bufs: PhantomData<&'a mut [u8]>,
+}
+
+impl Drop for ReadOp<'_> {
+    fn drop(&mut self) {
+        // SAFETY: created by rados_create_read_op, released once.
+        unsafe { ffi::rados_release_read_op(self.ptr) }
+    }
+}
+
+impl<'a> ReadOp<'a> {
+    /// An empty operation.
+    pub fn new() -> Result<Self, CephError> {
+        Ok(ReadOp {
+            ptr: new_op("rados_create_read_op", ffi::rados_create_read_op)?,
+            args: OpArgs::default(),
+            reads: Vec::new(),
+            _bufs: PhantomData,
+        })
+    }
+
+    /// Fails the operation (ECANCELED) unless the attribute `name`
+    /// compares to `value` as `cmp` says.
+    pub fn cmp_xattr(mut self, name: &str, cmp: XattrCmp, value: &'a [u8]) -> Self {
+        let c_name = self.args.c_str("xattr name", name);
+        if !c_name.is_null() {
+            // SAFETY: a live operation, a C string kept with it, and a value
+            // borrowed for the operation's lifetime.
+            unsafe {
+                ffi::rados_read_op_cmpxattr(
+                    self.ptr,
+                    c_name,
+                    cmp.raw(),
+                    value.as_ptr().cast::<c_char>(),
+                    value.len(),
+                )
+            };
+        }
+        self
+    }
+
+    /// Reads up to `buf.len()` bytes from `offset` into `buf`; `operate`
+    /// returns how many were read (fewer only at the end of the object).
+    pub fn read(mut self, offset: u64, buf: &'a mut [u8]) -> Self {
+        let mut slot = Box::new((0usize, 0 as c_int));
+        // SAFETY: a live operation; the buffer is borrowed and the result
+        // slot boxed for the operation's lifetime.
+        unsafe {
+            ffi::rados_read_op_read(
+                self.ptr,
+                offset,
+                buf.len(),
+                buf.as_mut_ptr().cast::<c_char>(),
+                &mut slot.0,
+                &mut slot.1,
+            )
+        };
+        self.reads.push(slot);
+        self
+    }
+
+    /// Performs every step on object `oid` of `io`'s pool; returns the
+    /// byte counts of the reads, in order.
+    pub fn operate(mut self, io: &IoCtx, oid: &str) -> Result<Vec<usize>, CephError> {
+        if let Some(e) = self.args.error.take() {
+            return Err(e);
+        }
+        let c_oid = cstring("object name", oid)?;
+        // SAFETY: a live operation whose strings, buffers and result slots
+        // outlive the call, a live ioctx, a C string.
+        let ret = unsafe { ffi::rados_read_op_operate(self.ptr, io.ptr, c_oid.as_ptr(), 0) };
+        check(ret, "rados_read_op_operate", || io.target(oid))?;
+        self.reads
+            .iter()
+            .map(|slot| {
+                check(slot.1, "rados_read_op_read", || io.target(oid))?;
+                Ok(slot.0)
+            })
+            .collect()
     }
 }
 

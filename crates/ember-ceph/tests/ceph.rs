@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ember_ceph::{
     rbd, CephConfig, CephError, CreateOptions, DiffError, DiffExtent, DiffOptions, Features, Image,
-    IoCtx,
+    IoCtx, ReadOp, WriteOp, XattrCmp,
 };
 
 const KIB: u64 = 1024;
@@ -887,6 +887,176 @@ fn rados_objects_write_read_stat_list_remove() {
         .any(|n| n.starts_with(&prefix)));
     // Names C cannot carry are refused before any call.
     assert!(matches!(io.stat("a\0b"), Err(CephError::NulByte { .. })));
+}
+
+/// A write operation built for a test (allocation cannot fail with the
+/// library linked).
+fn write_op<'a>() -> WriteOp<'a> {
+    WriteOp::new().expect("new write op")
+}
+
+fn read_op<'a>() -> ReadOp<'a> {
+    ReadOp::new().expect("new read op")
+}
+
+#[test]
+fn rados_compound_operations_check_and_change_atomically() {
+    let Some(cluster) = cluster("rados_compound_operations") else {
+        return;
+    };
+    let io = cluster.connect("backups");
+    let name = unique("op");
+    let _guard = ObjectGuard {
+        io: &io,
+        names: vec![name.clone()],
+    };
+    const T: &str = "ember.t";
+
+    // Exclusive create with a first write; a second one fails, changing
+    // nothing.
+    write_op()
+        .create(true)
+        .write(0, b"first")
+        .operate(&io, &name)
+        .expect("create");
+    let err = write_op()
+        .create(true)
+        .write(0, b"SECOND")
+        .operate(&io, &name)
+        .expect_err("exists");
+    assert!(err.is_exists(), "{err}");
+    assert_eq!(io.read_full(&name).expect("read"), b"first");
+
+    // A failed comparison cancels every step; an absent attribute compares
+    // as empty.
+    let err = write_op()
+        .cmp_xattr(T, XattrCmp::Ne, b"")
+        .write_full(b"whole")
+        .set_xattr(T, b"1")
+        .operate(&io, &name)
+        .expect_err("absent is empty");
+    assert!(err.is_canceled(), "{err}");
+    assert_eq!(io.read_full(&name).expect("read"), b"first");
+    assert!(io.get_xattr(&name, T).is_err(), "no step took effect");
+    write_op()
+        .cmp_xattr(T, XattrCmp::Eq, b"")
+        .write_full(b"whole")
+        .set_xattr(T, b"1")
+        .operate(&io, &name)
+        .expect("absent equals empty");
+    assert_eq!(io.read_full(&name).expect("read"), b"whole");
+    assert_eq!(io.get_xattr(&name, T).expect("xattr"), b"1");
+
+    // A checked read: one round trip, nothing read when the check fails.
+    let mut buf = [0u8; 16];
+    let got = read_op()
+        .cmp_xattr(T, XattrCmp::Ne, b"")
+        .read(1, &mut buf)
+        .operate(&io, &name)
+        .expect("checked read");
+    assert_eq!(got, vec![4]);
+    assert_eq!(&buf[..4], b"hole");
+    let mut buf = [0u8; 16];
+    let err = read_op()
+        .cmp_xattr(T, XattrCmp::Eq, b"0")
+        .read(0, &mut buf)
+        .operate(&io, &name)
+        .expect_err("check fails");
+    assert!(err.is_canceled(), "{err}");
+
+    // Compare-and-remove: a stale value keeps the object, the current one
+    // removes it.
+    let err = write_op()
+        .cmp_xattr(T, XattrCmp::Eq, b"0")
+        .remove()
+        .operate(&io, &name)
+        .expect_err("stale value");
+    assert!(err.is_canceled(), "{err}");
+    assert!(io.stat(&name).is_ok());
+    write_op()
+        .cmp_xattr(T, XattrCmp::Eq, b"1")
+        .remove()
+        .operate(&io, &name)
+        .expect("remove");
+    assert!(io.stat(&name).expect_err("removed").is_not_found());
+
+    // On a missing object an existence check fails and creates nothing, as
+    // do comparisons and checked reads.
+    let err = write_op()
+        .assert_exists()
+        .set_xattr(T, b"2")
+        .operate(&io, &name)
+        .expect_err("missing");
+    assert!(err.is_not_found(), "{err}");
+    let err = write_op()
+        .cmp_xattr(T, XattrCmp::Eq, b"")
+        .remove()
+        .operate(&io, &name)
+        .expect_err("missing");
+    assert!(err.is_not_found(), "{err}");
+    let err = read_op()
+        .cmp_xattr(T, XattrCmp::Ne, b"")
+        .read(0, &mut buf)
+        .operate(&io, &name)
+        .expect_err("missing");
+    assert!(err.is_not_found(), "{err}");
+    assert!(io.stat(&name).expect_err("still missing").is_not_found());
+
+    // Names C cannot carry are reported when the operation runs.
+    let err = write_op()
+        .set_xattr("a\0b", b"")
+        .operate(&io, &name)
+        .expect_err("NUL");
+    assert!(matches!(err, CephError::NulByte { .. }), "{err}");
+}
+
+#[test]
+fn rados_locks_are_exclusive_and_expire_unless_renewed() {
+    let Some(cluster) = cluster("rados_locks") else {
+        return;
+    };
+    let io = cluster.connect("backups");
+    let name = unique("lock");
+    let _guard = ObjectGuard {
+        io: &io,
+        names: vec![name.clone()],
+    };
+    const LOCK: &str = "ember.test";
+    let hold = Duration::from_secs(3);
+
+    io.lock_exclusive(&name, LOCK, "cookie-a", "a test", hold, false)
+        .expect("lock");
+    assert_eq!(io.stat(&name).expect("created").size, 0);
+    let lockers = io.list_lockers(&name, LOCK).expect("lockers");
+    assert_eq!(lockers.len(), 1, "{lockers:?}");
+    assert_eq!(lockers[0].cookie, "cookie-a");
+    assert!(lockers[0].client.starts_with("client."), "{lockers:?}");
+    let err = io
+        .lock_exclusive(&name, LOCK, "cookie-b", "a test", hold, false)
+        .expect_err("held by another");
+    assert!(err.is_busy(), "{err}");
+
+    // Renewed, it outlives its first expiry; unrenewed, it expires: no
+    // holder is listed and renewing fails.
+    let started = Instant::now();
+    while started.elapsed() < hold + Duration::from_secs(1) {
+        io.lock_exclusive(&name, LOCK, "cookie-a", "a test", hold, true)
+            .expect("renew");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(io.list_lockers(&name, LOCK).expect("lockers").len(), 1);
+    std::thread::sleep(hold + Duration::from_millis(500));
+    assert!(io.list_lockers(&name, LOCK).expect("lockers").is_empty());
+    let err = io
+        .lock_exclusive(&name, LOCK, "cookie-a", "a test", hold, true)
+        .expect_err("expired");
+    assert!(err.is_not_found(), "{err}");
+    // Anyone may take an expired lock afresh.
+    io.lock_exclusive(&name, LOCK, "cookie-b", "a test", hold, false)
+        .expect("lock again");
+    io.remove(&name).expect("remove");
+    let err = io.list_lockers(&name, LOCK).expect_err("missing object");
+    assert!(err.is_not_found(), "{err}");
 }
 
 // ---------------------------------------------------------------- connecting

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use ember_store::StoreSpec;
 use ember_types::Codec;
 
 /// Ember backs up block volumes (raw images, block devices) into a
@@ -10,10 +11,13 @@ use ember_types::Codec;
 #[derive(Debug, Parser)]
 #[command(name = "ember", version, about)]
 pub struct Cli {
-    /// Repository directory (default: $EMBER_REPO, else ember/repo under the
-    /// user's data directory, created on first use).
-    #[arg(long, global = true, env = "EMBER_REPO", value_name = "DIR")]
-    pub repo: Option<PathBuf>,
+    /// Repository: a directory (default: $EMBER_REPO, else ember/repo under
+    /// the user's data directory, created on first use), or objects in a
+    /// Ceph pool: rados:POOL[/PREFIX][?conf=FILE&user=NAME&keyring=FILE]
+    /// (conf defaults to $CEPH_CONF, else /etc/ceph/ceph.conf; user to
+    /// $CEPH_USER, else admin; e.g. rados:backups/ember?user=cinder-backup).
+    #[arg(long, global = true, env = "EMBER_REPO", value_name = "REPO")]
+    pub repo: Option<StoreSpec>,
 
     /// Print results as JSON, for scripts.
     #[arg(long, global = true)]

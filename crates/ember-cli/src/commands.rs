@@ -11,7 +11,7 @@ use ember_engine::{
     ParentChoice, Progress, Tuning, VerifyScope, DEFAULT_CHUNK_SIZE,
 };
 use ember_repo::Repository;
-use ember_store::PosixStore;
+use ember_store::{ObjectStore, StoreSpec};
 use ember_volume::{Source, Target};
 use serde_json::json;
 
@@ -23,8 +23,8 @@ const EXIT_DAMAGE: u8 = 3;
 
 /// Settings every command shares.
 struct Context {
-    repo_path: PathBuf,
-    /// Whether the path was given (`--repo`/`$EMBER_REPO`) rather than the default.
+    repo: StoreSpec,
+    /// Whether the repository was given (`--repo`/`$EMBER_REPO`) rather than the default.
     explicit: bool,
     json: bool,
     quiet: bool,
@@ -35,17 +35,21 @@ impl Context {
     /// Opens the repository. With `create`, or at the default location, a
     /// missing repository is created; otherwise it is an error.
     fn repository(&self, create: bool) -> anyhow::Result<Repository> {
-        let context = || format!("repository {}", self.repo_path.display());
-        if create || !self.explicit {
-            let store = PosixStore::create(&self.repo_path).with_context(context)?;
-            Ok(Repository::open_or_init(
-                Arc::new(store),
-                DEFAULT_CHUNK_SIZE,
-            )?)
+        let create = create || !self.explicit;
+        let store = self.store(create)?;
+        if create {
+            Ok(Repository::open_or_init(store, DEFAULT_CHUNK_SIZE)?)
         } else {
-            let store = PosixStore::open(&self.repo_path).with_context(context)?;
-            Ok(Repository::open(Arc::new(store))?)
+            Ok(Repository::open(store)?)
         }
+    }
+
+    /// Opens the storage target; with `create`, a missing directory is
+    /// created.
+    fn store(&self, create: bool) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        self.repo
+            .open(create)
+            .with_context(|| format!("repository {}", self.repo))
     }
 
     fn print(&self, json: serde_json::Value, human: impl FnOnce() -> String) {
@@ -64,19 +68,21 @@ impl Context {
 /// Runs the command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let explicit = cli.repo.is_some();
-    let repo_path = match cli.repo {
-        Some(path) => path,
-        None => dirs::data_dir()
-            .context("no data directory for this user; give --repo or set EMBER_REPO")?
-            .join("ember")
-            .join("repo"),
+    let repo = match cli.repo {
+        Some(spec) => spec,
+        None => StoreSpec::Posix(
+            dirs::data_dir()
+                .context("no data directory for this user; give --repo or set EMBER_REPO")?
+                .join("ember")
+                .join("repo"),
+        ),
     };
     let mut tuning = Tuning::default();
     if let Some(threads) = cli.threads {
         tuning.threads = usize::from(threads);
     }
     let ctx = Context {
-        repo_path,
+        repo,
         explicit,
         json: cli.json,
         quiet: cli.quiet,
@@ -222,9 +228,7 @@ fn delete(ctx: &Context, id: &str) -> anyhow::Result<ExitCode> {
 fn init(ctx: &Context, chunk_size: Option<u32>) -> anyhow::Result<ExitCode> {
     let chunk_size = chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE);
     validate_chunk_size(chunk_size)?;
-    let store = PosixStore::create(&ctx.repo_path)
-        .with_context(|| format!("repository {}", ctx.repo_path.display()))?;
-    let repo = Repository::init(Arc::new(store), chunk_size)?;
+    let repo = Repository::init(ctx.store(true)?, chunk_size)?;
     ctx.print(json!(repo.config()), || {
         format!(
             "created repository {} (chunk size {} bytes)",

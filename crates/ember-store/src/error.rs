@@ -18,6 +18,29 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The Ceph cluster refused or failed.
+    #[error("{what}: {source}")]
+    Ceph {
+        /// What was being done, with the object concerned.
+        what: String,
+        /// The librados error (call, object, errno).
+        #[source]
+        source: ember_ceph::CephError,
+    },
+    /// A lease this process holds on a RADOS target went unrenewed for too
+    /// long (the process stalled, or lost the cluster): other processes may
+    /// have taken it as ended and collected what it protects, so nothing is
+    /// committed while it is held.
+    #[error("lease {0} was not renewed in time; refusing to commit while it is held")]
+    LeaseLost(String),
+    /// A target named in a form that cannot be understood.
+    #[error("invalid repository '{spec}': {why}")]
+    BadSpec {
+        /// What was given.
+        spec: String,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 impl StoreError {

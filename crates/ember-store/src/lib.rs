@@ -3,15 +3,21 @@
 //! A repository is a set of named objects of a few kinds (the repository
 //! config, packs of chunks, manifests and leases). [`ObjectStore`] is the one seam
 //! between the repository and where its objects live; [`PosixStore`] keeps
-//! them in a directory (a local disk, or an NFS or GlusterFS share). Object
-//! stores (RADOS, S3, Swift) implement the same trait.
+//! them in a directory (a local disk, or an NFS or GlusterFS share),
+//! [`RadosStore`] in a Ceph pool. Other object stores (S3, Swift) will
+//! implement the same trait. [`StoreSpec`] names a target in one string
+//! (a path, or `rados:POOL/PREFIX`), for command lines and configuration.
 #![forbid(unsafe_code)]
 
 mod error;
 mod posix;
+mod rados;
+mod spec;
 
 pub use error::StoreError;
 pub use posix::PosixStore;
+pub use rados::{RadosStore, DEFAULT_LEASE_DURATION};
+pub use spec::{open_store, RadosSpec, StoreSpec};
 
 use std::io::Read;
 use std::time::SystemTime;
@@ -34,8 +40,19 @@ pub enum ObjectKind {
 pub struct ObjectKey {
     /// Its namespace.
     pub kind: ObjectKind,
-    /// Its name within the namespace: letters, digits, `-`, `_` and `.` only.
+    /// Its name within the namespace: letters, digits, `-`, `_` and `.` only,
+    /// not starting with `.`.
     pub name: String,
+}
+
+/// Whether `name` is a valid object name (see [`ObjectKey::name`]); every
+/// target refuses others, so no name can reach outside its namespace.
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 impl ObjectKey {
@@ -96,6 +113,8 @@ pub trait ObjectStore: Send + Sync {
 
     /// Starts writing an object in one pass (for objects too large to build
     /// in memory, such as packs and manifests); see [`ObjectWriter::commit`].
+    /// Give such objects fresh names: a target may be unable to replace a
+    /// large object atomically and then refuses to (RADOS, above 4 MiB).
     fn create(&self, key: &ObjectKey) -> Result<Box<dyn ObjectWriter>, StoreError>;
 
     /// Reads a whole object. A missing object is [`StoreError::NotFound`].

@@ -26,7 +26,9 @@ use ember_types::AlignedBuf;
 use nix::fcntl::{Flock, FlockArg};
 use uuid::Uuid;
 
-use crate::{Lease, ObjectKey, ObjectKind, ObjectMeta, ObjectStore, ObjectWriter, StoreError};
+use crate::{
+    valid_name, Lease, ObjectKey, ObjectKind, ObjectMeta, ObjectStore, ObjectWriter, StoreError,
+};
 
 const TEMP_PREFIX: &str = ".tmp-";
 /// Pack directories are named by this many leading hex digits of the pack
@@ -77,12 +79,7 @@ impl PosixStore {
 
     fn path_of(&self, key: &ObjectKey) -> Result<PathBuf, StoreError> {
         let name = &key.name;
-        let valid = !name.is_empty()
-            && !name.starts_with('.')
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        if !valid || (key.kind == ObjectKind::Pack && name.len() <= PACK_FANOUT_DIGITS) {
+        if !valid_name(name) || (key.kind == ObjectKind::Pack && name.len() <= PACK_FANOUT_DIGITS) {
             return Err(StoreError::InvalidName(name.clone()));
         }
         let dir = self.kind_dir(key.kind);

@@ -1,5 +1,6 @@
-//! Shared helpers for the engine's integration tests: real repositories in
-//! temporary directories and reproducible volume images.
+//! Shared helpers for the engine's integration tests: real repositories (in
+//! temporary directories, or on a given store) and reproducible volume
+//! images.
 
 #![allow(dead_code)]
 
@@ -10,7 +11,7 @@ use ember_engine::{
     run_backup, run_restore, BackupRequest, CancelToken, ParentChoice, Progress, Tuning,
 };
 use ember_repo::Repository;
-use ember_store::PosixStore;
+use ember_store::{ObjectStore, PosixStore};
 use ember_types::{BackupId, BackupInfo};
 use ember_volume::{Source, Target};
 
@@ -24,10 +25,20 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// A repository in the scratch directory.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = PosixStore::create(dir.path().join("repo")).expect("store");
-        let repo = Repository::init(Arc::new(store), CHUNK).expect("init");
+        Self::with(dir, Arc::new(store))
+    }
+
+    /// A repository on `store`, and a scratch directory for volumes.
+    pub fn on_store(store: Arc<dyn ObjectStore>) -> Self {
+        Self::with(tempfile::tempdir().expect("tempdir"), store)
+    }
+
+    fn with(dir: tempfile::TempDir, store: Arc<dyn ObjectStore>) -> Self {
+        let repo = Repository::init(store, CHUNK).expect("init");
         Fixture { dir, repo }
     }
 
