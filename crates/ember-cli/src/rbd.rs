@@ -58,7 +58,10 @@ impl RbdSpec {
         });
         match parsed {
             Some(spec) => Ok(Some(spec)),
-            None => bail!("'{}' is not an RBD image: expected rbd:POOL/IMAGE[@SNAPSHOT]", arg.display()),
+            None => bail!(
+                "'{}' is not an RBD image: expected rbd:POOL/IMAGE[@SNAPSHOT]",
+                arg.display()
+            ),
         }
     }
 
@@ -116,10 +119,7 @@ pub fn create(ctx: &Context, args: CreateArgs, spec: &RbdSpec) -> anyhow::Result
             (name, true)
         }
     };
-    let base = match parent {
-        Some(parent) => Some(diff_base(&repo, &image, spec, parent, &snapshot)),
-        None => None,
-    };
+    let base = parent.map(|parent| diff_base(&repo, &image, spec, parent, &snapshot));
     let read = || -> anyhow::Result<_> {
         let since = base.clone().and_then(Result::ok);
         let source = RbdSource::open(&io, &spec.image, &snapshot, since)?;
@@ -131,7 +131,9 @@ pub fn create(ctx: &Context, args: CreateArgs, spec: &RbdSpec) -> anyhow::Result
         Err(error) => {
             if taken {
                 if let Err(e) = image.snap_remove(&snapshot) {
-                    eprintln!("ember: warning: the snapshot taken for the failed backup stays: {e}");
+                    eprintln!(
+                        "ember: warning: the snapshot taken for the failed backup stays: {e}"
+                    );
                 }
             }
             return Err(error);
@@ -147,11 +149,15 @@ pub fn create(ctx: &Context, args: CreateArgs, spec: &RbdSpec) -> anyhow::Result
         "read snapshot {snapshot} of {}/{}{}",
         spec.pool,
         spec.image,
-        if taken { " (taken for this backup)" } else { "" }
+        if taken {
+            " (taken for this backup)"
+        } else {
+            ""
+        }
     )];
     match &base {
         Some(Ok(since)) => notes.push(format!(
-            "RBD diff: read only the {} changed since the parent's snapshot {}",
+            "RBD diff: {} changed since the parent's snapshot {}; only the chunks holding it were read",
             output::bytes(changed_bytes.unwrap_or_default()),
             since.snapshot
         )),
@@ -186,10 +192,7 @@ fn diff_base(
     snapshot: &str,
 ) -> Result<UnchangedSince, String> {
     let label = spec.label();
-    let parent_source = repo
-        .backup_info(&parent)
-        .map_err(|e| e.to_string())?
-        .source;
+    let parent_source = repo.backup_info(&parent).map_err(|e| e.to_string())?.source;
     if parent_source != label {
         return Err(format!(
             "the parent backup {parent} was taken from {parent_source}, not {label}"
@@ -264,7 +267,10 @@ fn older_snapshots(
 /// that large), or else a new one of that size.
 pub fn restore_target(spec: &RbdSpec, data_size: u64) -> anyhow::Result<Box<dyn RestoreTarget>> {
     if let Some(snap) = &spec.snap {
-        bail!("cannot restore into snapshot {snap} of {}: name the image", spec.label());
+        bail!(
+            "cannot restore into snapshot {snap} of {}: name the image",
+            spec.label()
+        );
     }
     let io = spec.connect()?;
     let target = match RbdTarget::open_existing(&io, &spec.image, data_size) {
@@ -297,7 +303,15 @@ mod tests {
         let spec = parse("rbd:volumes/vol-1@s1").expect("rbd").expect("some");
         assert_eq!(spec.snap.as_deref(), Some("s1"));
         assert_eq!(spec.label(), "rbd:volumes/vol-1");
-        for bad in ["rbd:", "rbd:vol", "rbd:/x", "rbd:p/", "rbd:p/x@", "rbd:p/x/y", "rbd:p/x@a@b"] {
+        for bad in [
+            "rbd:",
+            "rbd:vol",
+            "rbd:/x",
+            "rbd:p/",
+            "rbd:p/x@",
+            "rbd:p/x/y",
+            "rbd:p/x@a@b",
+        ] {
             let err = parse(bad).expect_err(bad).to_string();
             assert!(err.contains("rbd:POOL/IMAGE"), "{bad}: {err}");
         }

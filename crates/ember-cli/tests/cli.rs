@@ -608,7 +608,11 @@ fn rbd_images_back_up_incrementally_restore_and_keep_one_snapshot() {
     };
 
     let full = ok(run(&["backup", "create", &spec]));
-    assert!(stdout(&full).contains("(taken for this backup)"), "{}", stdout(&full));
+    assert!(
+        stdout(&full).contains("(taken for this backup)"),
+        "{}",
+        stdout(&full)
+    );
     let full_id = backup_id(&full);
     snapshot_of(&full_id);
 
@@ -657,8 +661,16 @@ fn rbd_images_back_up_incrementally_restore_and_keep_one_snapshot() {
     assert!(got == want, "restored image identical to the snapshot");
     drop(restored_image);
     let file = dir.path().join("restored.img");
-    ok(run(&["backup", "restore", &incr_id, file.to_str().expect("utf8")]));
-    assert!(std::fs::read(&file).expect("read") == want, "restored file identical");
+    ok(run(&[
+        "backup",
+        "restore",
+        &incr_id,
+        file.to_str().expect("utf8"),
+    ]));
+    assert!(
+        std::fs::read(&file).expect("read") == want,
+        "restored file identical"
+    );
 
     // The parent's snapshot gone: the incremental reads everything, says
     // why, and still stores only what changed.

@@ -150,8 +150,12 @@ fn fill(image: &Image) {
     image
         .write(16 * MIB, &vec![0u8; 4 * MIB as usize])
         .expect("zeros");
-    image.write(40 * MIB, &noise(2, MIB as usize)).expect("noise");
-    image.write(96 * MIB, &noise(3, 4 * MIB as usize)).expect("noise");
+    image
+        .write(40 * MIB, &noise(2, MIB as usize))
+        .expect("noise");
+    image
+        .write(96 * MIB, &noise(3, 4 * MIB as usize))
+        .expect("noise");
     image
         .write(SIZE - 4 * KIB, &noise(4, 4 * KIB as usize))
         .expect("last block");
@@ -216,7 +220,9 @@ fn rbd_incrementals_read_only_changes_and_restore_everywhere() {
     image.discard(40 * MIB, 4 * MIB).expect("discard");
     image.snap_create("s2").expect("s2");
     // After s2: in neither backup.
-    image.write(0, &noise(200, 64 * KIB as usize)).expect("head");
+    image
+        .write(0, &noise(200, 64 * KIB as usize))
+        .expect("head");
 
     // Incremental with the RBD diff: reads only the changed chunks.
     let since = UnchangedSince {
@@ -328,10 +334,7 @@ fn restore_into_file(
     restore(repo, &info.id, Box::new(target));
     let exported = dir.join(format!("exported-{snap}.img"));
     let spec = format!("volumes/{image}@{snap}");
-    cluster.cli(
-        "rbd",
-        &["export", &spec, exported.to_str().expect("utf8")],
-    );
+    cluster.cli("rbd", &["export", &spec, exported.to_str().expect("utf8")]);
     let got = std::fs::read(&file).expect("read restored");
     let want = std::fs::read(&exported).expect("read export");
     assert_same(&got, &want, "file vs rbd export");

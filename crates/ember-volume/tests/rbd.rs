@@ -92,7 +92,9 @@ fn source_reads_its_snapshot_reports_extents_and_what_is_unchanged() {
     // Between s1 and s2: a block inside an object of s1, a block at the
     // start of a new object, zeros written inside an object, a whole
     // object discarded, and the image grown with data in the new space.
-    image.write(MIB + 8 * KIB, &pattern(4, 4 * KIB)).expect("write");
+    image
+        .write(MIB + 8 * KIB, &pattern(4, 4 * KIB))
+        .expect("write");
     image.write(40 * MIB, &pattern(5, 4 * KIB)).expect("write");
     image.write_zeroes(3 * MIB, 4 * KIB).expect("zeroes");
     image.discard(4 * MIB, 4 * MIB).expect("discard");
@@ -100,7 +102,9 @@ fn source_reads_its_snapshot_reports_extents_and_what_is_unchanged() {
     image.write(70 * MIB, &pattern(6, 4 * KIB)).expect("write");
     image.snap_create("s2").expect("s2");
     // After s2: seen by neither snapshot.
-    image.write(MIB + 8 * KIB, &pattern(7, 4 * KIB)).expect("write");
+    image
+        .write(MIB + 8 * KIB, &pattern(7, 4 * KIB))
+        .expect("write");
 
     let s1 = RbdSource::open(&io, &name, "s1", None).expect("open s1");
     assert_eq!(s1.size(), 64 * MIB);
@@ -110,7 +114,10 @@ fn source_reads_its_snapshot_reports_extents_and_what_is_unchanged() {
     // Allocated extents: the objects written, each from its start up to
     // its last write.
     assert_eq!(s1.next_data(0).expect("next"), Some((0, 6 * MIB)));
-    assert_eq!(s1.next_data(5 * MIB).expect("next"), Some((5 * MIB, 6 * MIB)));
+    assert_eq!(
+        s1.next_data(5 * MIB).expect("next"),
+        Some((5 * MIB, 6 * MIB))
+    );
     assert_eq!(
         s1.next_data(6 * MIB).expect("next"),
         Some((20 * MIB, 20 * MIB + 4 * KIB))
@@ -121,9 +128,15 @@ fn source_reads_its_snapshot_reports_extents_and_what_is_unchanged() {
     );
     assert_eq!(s1.next_data(64 * MIB).expect("next"), None);
     assert_eq!(s1.allocated_bytes(), 10 * MIB + 4 * KIB);
-    assert!(!s1.unchanged(0, 4 * KIB), "nothing is unchanged without a base");
+    assert!(
+        !s1.unchanged(0, 4 * KIB),
+        "nothing is unchanged without a base"
+    );
     // The snapshot's data, not the head's.
-    assert!(read_source(&s1, MIB + 8 * KIB, 4 * KIB) == pattern(1, 6 * MIB)[(MIB + 8 * KIB) as usize..(MIB + 12 * KIB) as usize]);
+    assert!(
+        read_source(&s1, MIB + 8 * KIB, 4 * KIB)
+            == pattern(1, 6 * MIB)[(MIB + 8 * KIB) as usize..(MIB + 12 * KIB) as usize]
+    );
     assert!(read_source(&s1, 64 * MIB - 4 * KIB, 4 * KIB) == pattern(3, 4 * KIB));
 
     let base = BackupId::new_random();
@@ -209,13 +222,17 @@ fn new_target_image_is_fresh_and_removed_unless_finished() {
     assert!(target.is_fresh());
     assert_eq!(target.size(), 8 * MIB);
     assert_eq!(target.label(), format!("rbd:volumes/{name}"));
-    target.write_at(&pattern(1, 4 * KIB), 4 * KIB).expect("write");
+    target
+        .write_at(&pattern(1, 4 * KIB), 4 * KIB)
+        .expect("write");
     assert!(exists());
     drop(target);
     assert!(!exists(), "an unfinished new image is removed");
 
     let target = RbdTarget::create(&io, &name, 8 * MIB).expect("create");
-    target.write_at(&pattern(2, 8 * KIB), 4 * MIB).expect("write");
+    target
+        .write_at(&pattern(2, 8 * KIB), 4 * MIB)
+        .expect("write");
     target.zero(0, MIB).expect("zero is a no-op");
     Box::new(target).finish().expect("finish");
     let image = Image::open(&io, &name).expect("open");
@@ -264,7 +281,8 @@ fn existing_target_image_is_zeroed_exactly_and_must_be_large_enough() {
 
     let got = read(&image, 0, 16 * MIB);
     let zero = |from: u64, to: u64| got[from as usize..to as usize].iter().all(|&b| b == 0);
-    let same = |from: u64, to: u64| got[from as usize..to as usize] == old[from as usize..to as usize];
+    let same =
+        |from: u64, to: u64| got[from as usize..to as usize] == old[from as usize..to as usize];
     assert!(got[..new.len()] == new[..]);
     assert!(same(64 * KIB, 64 * KIB + 512));
     assert!(zero(64 * KIB + 512, 68 * KIB + 512));
