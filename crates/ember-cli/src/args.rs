@@ -90,8 +90,8 @@ pub enum VolumeCommand {
 /// Backup commands.
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
-    /// Back up a raw image file or a block device; prints the new backup id
-    /// as the last line.
+    /// Back up a raw image file, a block device or an RBD image; prints the
+    /// new backup id as the last line.
     Create(CreateArgs),
     /// List the backups in the repository, oldest first.
     List,
@@ -100,13 +100,15 @@ pub enum BackupCommand {
         /// Backup id (or a unique prefix of it).
         id: String,
     },
-    /// Restore a backup into a new file, or into an existing file or block
-    /// device at least as large as the backed-up volume (anything beyond
-    /// is zeroed).
+    /// Restore a backup into a new file or RBD image, or into an existing
+    /// file, block device or RBD image at least as large as the backed-up
+    /// volume (anything beyond is zeroed).
     Restore {
         /// Backup id (or a unique prefix of it).
         id: String,
-        /// Where to restore.
+        /// Where to restore: a path, or rbd:POOL/IMAGE (the cluster of
+        /// $CEPH_CONF, default /etc/ceph/ceph.conf, as $CEPH_USER, default
+        /// admin).
         target: PathBuf,
     },
     /// Delete a backup. Other backups, its descendants included, are not
@@ -120,7 +122,13 @@ pub enum BackupCommand {
 /// Arguments of `backup create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// The volume: a raw image file or a block device.
+    /// The volume: a raw image file, a block device, or rbd:POOL/IMAGE
+    /// [@SNAPSHOT] (the cluster of $CEPH_CONF, default /etc/ceph/ceph.conf,
+    /// as $CEPH_USER, default admin). Without a snapshot one is taken,
+    /// named backup.<id>.snap.<time> as Cinder does; an --incremental
+    /// backup of the same image then reads only what changed since its
+    /// parent's snapshot, and after each backup only the newest such
+    /// snapshot is kept.
     pub source: PathBuf,
     /// Incremental backup on top of PARENT_ID, or without an id on top of
     /// the newest backup of the same source. Only changed chunks are stored.

@@ -12,17 +12,19 @@ use ember_engine::{
 };
 use ember_repo::Repository;
 use ember_store::{ObjectStore, StoreSpec};
-use ember_volume::{Source, Target};
+use ember_types::BackupInfo;
+use ember_volume::{RestoreTarget, Source, Target, VolumeSource};
 use serde_json::json;
 
 use crate::args::{BackupCommand, Cli, Command, CreateArgs, RepoCommand, VolumeCommand};
 use crate::output;
+use crate::rbd::{self, RbdSpec};
 
 /// Exit status of `repo verify` when it finds damage.
 const EXIT_DAMAGE: u8 = 3;
 
 /// Settings every command shares.
-struct Context {
+pub struct Context {
     repo: StoreSpec,
     /// Whether the repository was given (`--repo`/`$EMBER_REPO`) rather than the default.
     explicit: bool,
@@ -34,7 +36,7 @@ struct Context {
 impl Context {
     /// Opens the repository. With `create`, or at the default location, a
     /// missing repository is created; otherwise it is an error.
-    fn repository(&self, create: bool) -> anyhow::Result<Repository> {
+    pub fn repository(&self, create: bool) -> anyhow::Result<Repository> {
         let create = create || !self.explicit;
         let store = self.store(create)?;
         if create {
@@ -111,58 +113,100 @@ fn create(ctx: &Context, args: CreateArgs) -> anyhow::Result<ExitCode> {
         }
         validate_chunk_size(size)?;
     }
+    if let Some(spec) = RbdSpec::from_arg(&args.source)? {
+        return rbd::create(ctx, args, &spec);
+    }
     let source = Source::open(&args.source)?;
     let label = std::fs::canonicalize(&args.source)
         .unwrap_or_else(|_| args.source.clone())
         .display()
         .to_string();
     let repo = ctx.repository(true)?;
-    let parent = match args.incremental.as_deref() {
+    let request = backup_request(&args, label, parent_choice(&repo, &args)?);
+    let (info, seconds) = back_up(ctx, &repo, &source, &request)?;
+    print_backup(ctx, &info, seconds, serde_json::Value::Null, &[]);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The parent `--incremental` asks for.
+pub fn parent_choice(repo: &Repository, args: &CreateArgs) -> anyhow::Result<ParentChoice> {
+    Ok(match args.incremental.as_deref() {
         None => ParentChoice::None,
         Some("") => ParentChoice::Latest,
         Some(id) => ParentChoice::Backup(repo.resolve_id(id)?),
-    };
-    let request = BackupRequest {
+    })
+}
+
+/// The backup `args` ask for, of the source recorded as `label`.
+pub fn backup_request(args: &CreateArgs, label: String, parent: ParentChoice) -> BackupRequest {
+    BackupRequest {
         id: None,
         source_label: label,
-        volume_id: args.volume_id,
+        volume_id: args.volume_id.clone(),
         parent,
-        name: args.name,
-        description: args.description,
+        name: args.name.clone(),
+        description: args.description.clone(),
         codec: args.compression,
         level: args.level,
         chunk_size: args.chunk_size,
-    };
+    }
+}
+
+/// Runs the backup with a progress bar; its record and how many seconds
+/// it took.
+pub fn back_up(
+    ctx: &Context,
+    repo: &Repository,
+    source: &dyn VolumeSource,
+    request: &BackupRequest,
+) -> anyhow::Result<(BackupInfo, f64)> {
     let progress = Progress::new();
     let started = Instant::now();
     let info = output::with_progress("backup", ctx.quiet, true, &progress, || {
         run_backup(
-            &repo,
-            &source,
-            &request,
+            repo,
+            source,
+            request,
             ctx.tuning,
             &progress,
             &CancelToken::new(),
         )
     })?;
-    let seconds = started.elapsed().as_secs_f64();
-    ctx.print(
-        json!({"id": info.id, "seconds": seconds, "backup": info}),
-        || {
-            let s = &info.stats;
-            format!(
-                "backed up {} in {seconds:.2} s: {} chunks new ({} stored), {} deduplicated, {} unchanged, {} zero\n{}",
-                output::bytes(info.volume_size),
-                s.new_chunks,
-                output::bytes(s.stored_bytes),
-                s.deduplicated_chunks,
-                s.unchanged_chunks,
-                s.zero_chunks,
-                info.id
-            )
-        },
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok((info, started.elapsed().as_secs_f64()))
+}
+
+/// Prints a finished backup: its counts, `notes` a line each, and its id
+/// on the last line; as JSON, with `rbd` (unless null) beside the record.
+pub fn print_backup(
+    ctx: &Context,
+    info: &BackupInfo,
+    seconds: f64,
+    rbd: serde_json::Value,
+    notes: &[String],
+) {
+    let mut json = json!({"id": info.id, "seconds": seconds, "backup": info});
+    if !rbd.is_null() {
+        json["rbd"] = rbd;
+    }
+    ctx.print(json, || {
+        let s = &info.stats;
+        let mut text = format!(
+            "backed up {} in {seconds:.2} s: {} chunks new ({} stored), {} deduplicated, {} unchanged, {} zero; read {}\n",
+            output::bytes(info.volume_size),
+            s.new_chunks,
+            output::bytes(s.stored_bytes),
+            s.deduplicated_chunks,
+            s.unchanged_chunks,
+            s.zero_chunks,
+            output::bytes(s.bytes_read),
+        );
+        for note in notes {
+            text.push_str(note);
+            text.push('\n');
+        }
+        text.push_str(&info.id.to_string());
+        text
+    });
 }
 
 fn list(ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -187,11 +231,14 @@ fn restore(ctx: &Context, id: &str, target_path: PathBuf) -> anyhow::Result<Exit
     let repo = ctx.repository(false)?;
     let id = repo.resolve_id(id)?;
     let info = repo.backup_info(&id)?;
-    let target = if target_path.exists() {
-        Target::open_existing(&target_path, info.volume_size)?
-    } else {
-        Target::create(&target_path, info.volume_size)?
+    let target: Box<dyn RestoreTarget> = match RbdSpec::from_arg(&target_path)? {
+        Some(spec) => rbd::restore_target(&spec, info.volume_size)?,
+        None if target_path.exists() => {
+            Box::new(Target::open_existing(&target_path, info.volume_size)?)
+        }
+        None => Box::new(Target::create(&target_path, info.volume_size)?),
     };
+    let label = target.label();
     let progress = Progress::new();
     let started = Instant::now();
     let report = output::with_progress("restore", ctx.quiet, true, &progress, || {
@@ -207,9 +254,8 @@ fn restore(ctx: &Context, id: &str, target_path: PathBuf) -> anyhow::Result<Exit
     let seconds = started.elapsed().as_secs_f64();
     ctx.print(json!({"seconds": seconds, "restore": report}), || {
         format!(
-            "restored backup {id} ({}) into {} in {seconds:.2} s; every chunk verified",
+            "restored backup {id} ({}) into {label} in {seconds:.2} s; every chunk verified",
             output::bytes(report.volume_size),
-            target_path.display()
         )
     });
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@
 mod args;
 mod commands;
 mod output;
+mod rbd;
 mod service;
 
 use std::process::ExitCode;

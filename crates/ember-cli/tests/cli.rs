@@ -13,11 +13,16 @@ fn ember_command(home: &Path) -> Command {
     command
 }
 
-/// Runs `ember --repo REPO ARGS… -q`.
-fn ember(repo: &Path, args: &[&str]) -> Output {
+/// `ember --repo REPO ARGS… -q`, ready to run.
+fn ember_in(repo: &Path, args: &[&str]) -> Command {
     let mut command = ember_command(repo.parent().expect("parent"));
     command.arg("--repo").arg(repo).arg("-q").args(args);
-    command.output().expect("run ember")
+    command
+}
+
+/// Runs `ember --repo REPO ARGS… -q`.
+fn ember(repo: &Path, args: &[&str]) -> Output {
+    ember_in(repo, args).output().expect("run ember")
 }
 
 fn stdout(output: &Output) -> String {
@@ -619,4 +624,164 @@ fn rados_repositories_back_up_restore_and_collect() {
         assert_eq!(output.status.code(), Some(code), "{}", stderr(&output));
         assert!(stderr(&output).contains(needle), "{}", stderr(&output));
     }
+}
+
+/// The snapshots of an RBD image, oldest first.
+fn snapshots(io: &ember_ceph::IoCtx, image: &str) -> Vec<String> {
+    ember_ceph::Image::open(io, image)
+        .and_then(|image| image.snap_list())
+        .expect("snap_list")
+        .into_iter()
+        .map(|s| s.name)
+        .collect()
+}
+
+/// Removes an RBD image and its snapshots when dropped.
+struct RbdGuard<'a> {
+    io: &'a ember_ceph::IoCtx,
+    name: String,
+}
+
+impl Drop for RbdGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(image) = ember_ceph::Image::open(self.io, &self.name) {
+            for snap in image.snap_list().unwrap_or_default() {
+                let _ = image.snap_remove(&snap.name);
+            }
+        }
+        let _ = ember_ceph::rbd::remove(self.io, &self.name);
+    }
+}
+
+/// `backup create rbd:…` twice (the second incremental, reading only what
+/// the RBD diff reports), restores into a new image and a file, the
+/// snapshot housekeeping, a failed backup, and an incremental whose
+/// parent's snapshot is gone.
+#[test]
+fn rbd_images_back_up_incrementally_restore_and_keep_one_snapshot() {
+    let Some(cluster) = ember_ceph::dev_cluster::for_test("rbd_cli") else {
+        return;
+    };
+    let io = cluster.config("volumes").connect().expect("connect");
+    let unique = |label: &str| format!("ember-test-{label}-{}", uuid::Uuid::new_v4().simple());
+    let source = RbdGuard {
+        io: &io,
+        name: unique("cli"),
+    };
+    let restored = RbdGuard {
+        io: &io,
+        name: unique("cli-restored"),
+    };
+    ember_ceph::rbd::create(&io, &source.name, 64 << 20, &Default::default()).expect("create");
+    let image = ember_ceph::Image::open(&io, &source.name).expect("open");
+    image.write(0, &volume(11, 8 << 20)).expect("write");
+    image.write(40 << 20, &noise(12, 1 << 20)).expect("write");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let spec = format!("rbd:volumes/{}", source.name);
+    let run = |args: &[&str]| {
+        ember_in(&repo, args)
+            .env("CEPH_CONF", &cluster.conf)
+            .env_remove("CEPH_USER")
+            .output()
+            .expect("run ember")
+    };
+    let snapshot_of = |id: &str| {
+        let names = snapshots(&io, &source.name);
+        assert_eq!(names.len(), 1, "only the newest backup snapshot: {names:?}");
+        assert!(
+            names[0].starts_with(&format!("backup.{id}.snap.")),
+            "{names:?} for {id}"
+        );
+        names[0].clone()
+    };
+
+    let full = ok(run(&["backup", "create", &spec]));
+    assert!(
+        stdout(&full).contains("(taken for this backup)"),
+        "{}",
+        stdout(&full)
+    );
+    let full_id = backup_id(&full);
+    snapshot_of(&full_id);
+
+    image.write(1 << 20, &noise(13, 4096)).expect("write");
+    image.write(20 << 20, &noise(14, 4096)).expect("write");
+    let incr = ok(run(&["--json", "backup", "create", &spec, "--incremental"]));
+    let record: serde_json::Value = serde_json::from_str(stdout(&incr).trim()).expect("json");
+    let incr_id = record["id"].as_str().expect("id").to_string();
+    let incr_snap = snapshot_of(&incr_id);
+    assert_eq!(record["backup"]["parent"].as_str(), Some(full_id.as_str()));
+    assert_eq!(record["backup"]["source"].as_str(), Some(spec.as_str()));
+    assert!(
+        record["rbd"]["diff_from"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(&format!("backup.{full_id}.snap."))),
+        "{record}"
+    );
+    assert_eq!(
+        record["rbd"]["removed_snapshots"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let stats = &record["backup"]["stats"];
+    assert_eq!(stats["new_chunks"].as_u64(), Some(2), "{stats}");
+    assert!(
+        stats["bytes_read"].as_u64().expect("bytes_read") <= 2 * 32 * 1024,
+        "only the changed chunks were read: {stats}"
+    );
+
+    // Restores into a new image and a file match the snapshot.
+    let exported = dir.path().join("exported.img");
+    cluster.cli(
+        "rbd",
+        &[
+            "export",
+            &format!("volumes/{}@{incr_snap}", source.name),
+            exported.to_str().expect("utf8"),
+        ],
+    );
+    let want = std::fs::read(&exported).expect("read export");
+    let target = format!("rbd:volumes/{}", restored.name);
+    let out = ok(run(&["backup", "restore", &incr_id, &target]));
+    assert!(stdout(&out).contains(&target), "{}", stdout(&out));
+    let restored_image = ember_ceph::Image::open(&io, &restored.name).expect("open restored");
+    let mut got = vec![0u8; want.len()];
+    assert_eq!(restored_image.read(0, &mut got).expect("read"), want.len());
+    assert!(got == want, "restored image identical to the snapshot");
+    drop(restored_image);
+    let file = dir.path().join("restored.img");
+    ok(run(&[
+        "backup",
+        "restore",
+        &incr_id,
+        file.to_str().expect("utf8"),
+    ]));
+    assert!(
+        std::fs::read(&file).expect("read") == want,
+        "restored file identical"
+    );
+
+    // The parent's snapshot gone: the incremental reads everything, says
+    // why, and still stores only what changed.
+    image.snap_remove(&incr_snap).expect("remove snapshot");
+    image.write(30 << 20, &noise(15, 4096)).expect("write");
+    let third = ok(run(&["backup", "create", &spec, "--incremental"]));
+    let text = stdout(&third);
+    assert!(
+        text.contains("RBD diff not used: the parent's snapshot")
+            && text.contains("is no longer on"),
+        "{text}"
+    );
+    assert!(text.contains("1 chunks new"), "{text}");
+    let third_snap = snapshot_of(&backup_id(&third));
+
+    // A backup that fails after taking its snapshot (its packs cannot be
+    // written) removes it.
+    std::fs::rename(repo.join("packs"), dir.path().join("packs.away")).expect("move packs");
+    std::fs::write(repo.join("packs"), b"not a directory").expect("block packs");
+    let failed = run(&["backup", "create", &spec]);
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    assert_eq!(snapshot_of(&backup_id(&third)), third_snap);
+    drop(image);
 }

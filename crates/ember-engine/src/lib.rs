@@ -24,7 +24,7 @@ mod gc;
 mod restore;
 mod verify;
 
-pub use backup::{run_backup, BackupRequest, ParentChoice};
+pub use backup::{resolve_parent, run_backup, BackupRequest, ParentChoice};
 pub use control::{CancelToken, Progress, Tuning};
 pub use error::EngineError;
 pub use gc::{run_gc, GcReport};

@@ -15,7 +15,7 @@ use crossbeam_channel::{bounded, Receiver};
 use ember_format::{ChunkDecoder, ChunkError, ChunkRef};
 use ember_repo::{RepoError, Repository};
 use ember_types::{AlignedBuf, BackupId};
-use ember_volume::Target;
+use ember_volume::RestoreTarget;
 use serde::Serialize;
 
 use crate::{CancelToken, EngineError, Progress, Tuning};
@@ -42,12 +42,12 @@ struct RestoreBatch {
 }
 
 /// Restores backup `id` into `target`, verifying every chunk against its
-/// digest, then makes the target durable (a new file appears only then).
-/// On error the target is abandoned: a new file is removed.
+/// digest, then makes the target durable (a new volume appears only then).
+/// On error the target is abandoned: a new volume is removed.
 pub fn run_restore(
     repo: &Repository,
     id: &BackupId,
-    target: Target,
+    target: Box<dyn RestoreTarget>,
     tuning: Tuning,
     progress: &Progress,
     cancel: &CancelToken,
@@ -56,7 +56,7 @@ pub fn run_restore(
     let info = entries.info().clone();
     if target.size() < info.volume_size {
         return Err(EngineError::Volume(ember_volume::VolumeError::TooSmall {
-            path: target.path().to_path_buf(),
+            target: target.label(),
             target_size: target.size(),
             needed: info.volume_size,
         }));
@@ -74,7 +74,7 @@ pub fn run_restore(
     let job = Job {
         repo,
         info: &info,
-        target: &target,
+        target: &*target,
         write_turn: Mutex::new(()),
         progress,
     };
@@ -149,7 +149,7 @@ pub fn run_restore(
 struct Job<'a> {
     repo: &'a Repository,
     info: &'a ember_types::BackupInfo,
-    target: &'a Target,
+    target: &'a dyn RestoreTarget,
     /// Writes into one file take its inode lock, on which concurrent
     /// writers spin in the kernel; taking turns here parks them instead
     /// (measured: a fifth of restore CPU time went to that spinning).

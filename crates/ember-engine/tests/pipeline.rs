@@ -93,7 +93,7 @@ fn sparse_source_holes_are_skipped_and_restores_stay_sparse() {
     run_restore(
         &fx.repo,
         &info.id,
-        target,
+        Box::new(target),
         tuning(),
         &Progress::new(),
         &CancelToken::new(),
@@ -177,7 +177,7 @@ fn corrupted_and_missing_chunks_are_detected_by_restore_and_verify() {
         let err = run_restore(
             &fx.repo,
             &info.id,
-            target,
+            Box::new(target),
             tuning(),
             &Progress::new(),
             &CancelToken::new(),
@@ -294,7 +294,7 @@ fn restore_onto_a_larger_existing_target_zeroes_the_tail_and_a_small_one_is_refu
     run_restore(
         &fx.repo,
         &info.id,
-        target,
+        Box::new(target),
         tuning(),
         &Progress::new(),
         &CancelToken::new(),
@@ -321,7 +321,7 @@ fn restore_into_an_existing_volume_overwrites_old_data_in_zero_regions() {
     run_restore(
         &fx.repo,
         &info.id,
-        target,
+        Box::new(target),
         tuning(),
         &Progress::new(),
         &CancelToken::new(),

@@ -5,7 +5,7 @@ use std::fmt;
 
 use ember_ceph::{rbd, DiffOptions, Image, SnapInfo};
 use ember_types::BackupId;
-use ember_volume::Source;
+use ember_volume::{Source, VolumeSource as _};
 
 use crate::catalog::backup_snaps;
 use crate::copy::{copy, Control, Plan, RbdOrigin, TransferStats};

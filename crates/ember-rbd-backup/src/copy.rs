@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use ember_ceph::{Image, IoCtx};
-use ember_volume::{Source, Target};
+use ember_volume::{Source, Target, VolumeSource as _};
 
 use crate::ranges::total;
 use crate::RbdBackupError;
@@ -214,11 +214,11 @@ impl ReadAt for SourceReader<'_> {
 
 impl Sink for Target {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), RbdBackupError> {
-        Ok(Target::write_at(self, data, offset)?)
+        Ok(ember_volume::RestoreTarget::write_at(self, data, offset)?)
     }
 
     fn zero(&mut self, offset: u64, len: u64) -> Result<(), RbdBackupError> {
-        Ok(Target::zero(self, offset, len)?)
+        Ok(ember_volume::RestoreTarget::zero(self, offset, len)?)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use ember_ceph::Image;
 use ember_types::BackupId;
-use ember_volume::Target;
+use ember_volume::{RestoreTarget as _, Target};
 
 use crate::catalog::BackupEntry;
 use crate::copy::{copy, Control, Plan, RbdOrigin, TransferStats};
@@ -138,7 +138,7 @@ impl RbdBackupDriver {
                     zero,
                 };
                 let stats = copy(&origin, &mut file, &plan, chunk_size, control)?;
-                file.finish()?;
+                Box::new(file).finish()?;
                 (method, target_size, stats)
             }
         };

@@ -175,7 +175,7 @@ impl Ember {
             run_restore(
                 &repo,
                 &repo_id,
-                target,
+                Box::new(target),
                 tuning,
                 &work_job.progress,
                 &work_job.cancel,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use ember_meta::{ListQuery, Page, SnapshotRecord, VolumeRecord};
+use ember_volume::VolumeSource as _;
 
 use crate::volumes::GIB;
 use crate::{Caller, Ember, ServiceError, SnapshotCreate, VolumeCreate, VolumeUpdate};

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::{Source, Target, VolumeError};
+use crate::{RestoreTarget, Source, Target, VolumeError, VolumeSource};
 
 /// Bytes copied per read.
 const COPY_LEN: u64 = 4 << 20;
@@ -12,7 +12,7 @@ const COPY_LEN: u64 = 4 << 20;
 /// appears at `to` only when complete and durable.
 pub fn copy_sparse(from: &Path, to: &Path) -> Result<u64, VolumeError> {
     let source = Source::open(from)?;
-    let target = Target::create(to, source.size())?;
+    let target = Box::new(Target::create(to, source.size())?);
     let mut buf = vec![0u8; COPY_LEN as usize];
     let mut offset = 0;
     while let Some((start, end)) = source.next_data(offset)? {

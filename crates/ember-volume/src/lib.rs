@@ -1,22 +1,91 @@
 //! Volume devices: what Ember backs up from and restores into.
 //!
-//! A volume is a raw image file (sparse or not) or a block device. A
-//! [`Source`] is read at offsets and tells where its data lies (for sparse
-//! files, through `SEEK_DATA`/`SEEK_HOLE`, so holes are never read). A
-//! [`Target`] is written at offsets from several threads at once and can
-//! zero ranges cheaply (punching holes in files, `FALLOC_FL_ZERO_RANGE` on
-//! devices) so restores stay sparse.
+//! A volume is a raw image file (sparse or not), a block device or an RBD
+//! image. The engine sees them through two traits:
+//! - a [`VolumeSource`] is read at offsets, tells where its data lies (for
+//!   sparse files through `SEEK_DATA`/`SEEK_HOLE`, for RBD images through
+//!   librbd's allocation map), so holes are never read, and may know which
+//!   ranges are unchanged since the parent backup's version (an RBD
+//!   snapshot diff), so those are not read either;
+//! - a [`RestoreTarget`] is written at offsets from several threads at once
+//!   and zeroes ranges cheaply (punched holes, `FALLOC_FL_ZERO_RANGE`,
+//!   `rbd_write_zeroes`) so restores stay sparse.
+//!
+//! [`Source`] and [`Target`] are the files and block devices; [`RbdSource`]
+//! and [`RbdTarget`] the RBD images.
 #![forbid(unsafe_code)]
 
 mod copy;
+mod rbd;
 mod source;
 mod target;
 
 pub use copy::copy_sparse;
+pub use rbd::{RbdSource, RbdTarget, UnchangedSince};
 pub use source::Source;
 pub use target::Target;
 
 use std::path::PathBuf;
+
+use ember_types::BackupId;
+
+/// A volume read by a backup. Shared by the backup's reader thread and
+/// whoever watches it, hence `Sync`.
+pub trait VolumeSource: Send + Sync {
+    /// The volume's size in bytes.
+    fn size(&self) -> u64;
+
+    /// The volume as errors and records name it (a path, `rbd:pool/image@snap`).
+    fn label(&self) -> String;
+
+    /// The next region holding data at or after `offset`, as `(start, end)`;
+    /// `None` when only a hole (or nothing) remains. Regions may include
+    /// zeros; holes read as zeros.
+    fn next_data(&self, offset: u64) -> Result<Option<(u64, u64)>, VolumeError>;
+
+    /// Fills `buf` from `offset`. The caller keeps within the volume.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), VolumeError>;
+
+    /// Whether `len` bytes at `offset` are known to be identical to what
+    /// they were in the version of the volume that backup
+    /// [`VolumeSource::unchanged_since`] read. `false` whenever that is not
+    /// known for certain (always, for files and block devices).
+    fn unchanged(&self, _offset: u64, _len: u64) -> bool {
+        false
+    }
+
+    /// The backup whose source version [`VolumeSource::unchanged`] compares
+    /// against; `None` when it never reports anything unchanged.
+    fn unchanged_since(&self) -> Option<BackupId> {
+        None
+    }
+}
+
+/// A volume a backup is restored into. Written from several threads at
+/// once.
+pub trait RestoreTarget: Send + Sync {
+    /// The target's size in bytes (at least the restored data's).
+    fn size(&self) -> u64;
+
+    /// The target as errors name it (a path, `rbd:pool/image`).
+    fn label(&self) -> String;
+
+    /// Whether the target is known to read as zeros where nothing is
+    /// written (a new sparse file or image), so zero ranges can be skipped.
+    fn is_fresh(&self) -> bool;
+
+    /// Writes `data` at `offset`.
+    fn write_at(&self, data: &[u8], offset: u64) -> Result<(), VolumeError>;
+
+    /// Makes `len` bytes from `offset` read as zeros (nothing to do on a
+    /// fresh target).
+    fn zero(&self, offset: u64, len: u64) -> Result<(), VolumeError>;
+
+    /// Zeroes whatever lies beyond the restored data, makes everything
+    /// durable and (for a new volume) puts it in place. A target dropped
+    /// unfinished is abandoned: a new volume is removed.
+    fn finish(self: Box<Self>) -> Result<(), VolumeError>;
+}
 
 /// What kind of device a volume is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,10 +106,10 @@ pub enum VolumeError {
     #[error("{0}: not a regular file or block device")]
     NotAVolume(PathBuf),
     /// The target is smaller than the data to restore.
-    #[error("{path}: target holds {target_size} bytes, the backup needs {needed}")]
+    #[error("{target}: target holds {target_size} bytes, the backup needs {needed}")]
     TooSmall {
-        /// The target.
-        path: PathBuf,
+        /// The target, as [`RestoreTarget::label`] names it.
+        target: String,
         /// Its size.
         target_size: u64,
         /// The size of the backed-up volume.
@@ -49,6 +118,18 @@ pub enum VolumeError {
     /// The target file already exists where a new one was asked for.
     #[error("{0}: already exists")]
     AlreadyExists(PathBuf),
+    /// An RBD image is not usable as asked (a source without its snapshot,
+    /// a target whose image is missing), with why.
+    #[error("{image}: {reason}")]
+    Rbd {
+        /// The image, `rbd:pool/image[@snap]`.
+        image: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Ceph refused (the error names the call and the image).
+    #[error(transparent)]
+    Ceph(#[from] ember_ceph::CephError),
     /// The operating system refused.
     #[error("{what} {path}: {source}")]
     Io {

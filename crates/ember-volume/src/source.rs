@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::unistd::{lseek, Whence};
 
-use crate::{kind_of, size_of, VolumeError, VolumeKind};
+use crate::{kind_of, size_of, VolumeError, VolumeKind, VolumeSource};
 
 /// A volume opened for reading.
 #[derive(Debug)]
@@ -37,11 +37,6 @@ impl Source {
         })
     }
 
-    /// The volume's size in bytes.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// The path it was opened from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -51,11 +46,20 @@ impl Source {
     pub fn kind(&self) -> VolumeKind {
         self.kind
     }
+}
 
-    /// The next region holding data at or after `offset`, as `(start, end)`;
-    /// `None` when only a hole (or nothing) remains. Regions are
-    /// filesystem-block aligned and may include zeros; holes read as zeros.
-    pub fn next_data(&self, offset: u64) -> Result<Option<(u64, u64)>, VolumeError> {
+impl VolumeSource for Source {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn label(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Regions of a sparse file are filesystem-block aligned; a block
+    /// device is data throughout.
+    fn next_data(&self, offset: u64) -> Result<Option<(u64, u64)>, VolumeError> {
         if offset >= self.size {
             return Ok(None);
         }
@@ -77,8 +81,7 @@ impl Source {
         Ok(Some((start, end.max(start))))
     }
 
-    /// Fills `buf` from `offset`. The caller keeps within the volume.
-    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), VolumeError> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), VolumeError> {
         self.file
             .read_exact_at(buf, offset)
             .map_err(|e| VolumeError::io("read", &self.path, e))

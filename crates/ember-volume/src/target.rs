@@ -11,7 +11,7 @@ use nix::fcntl::{fallocate, FallocateFlags, OFlag};
 
 use ember_types::DIRECT_IO_ALIGN;
 
-use crate::{kind_of, size_of, VolumeError, VolumeKind};
+use crate::{kind_of, size_of, RestoreTarget, VolumeError, VolumeKind};
 
 /// Largest buffer of zeros written when a range cannot be zeroed in place.
 const ZERO_WRITE_LEN: usize = 1 << 20;
@@ -104,7 +104,7 @@ impl Target {
         let size = size_of(&file, &path)?;
         if size < data_size {
             return Err(VolumeError::TooSmall {
-                path,
+                target: path.display().to_string(),
                 target_size: size,
                 needed: data_size,
             });
@@ -121,24 +121,39 @@ impl Target {
         })
     }
 
-    /// Whether the target is known to read as zeros where nothing is
-    /// written (a new sparse file), so zero ranges can be skipped.
-    pub fn is_fresh(&self) -> bool {
-        self.final_path.is_some()
-    }
-
     /// Where the target is (for a new file, where it will appear).
     pub fn path(&self) -> &Path {
         self.final_path.as_deref().unwrap_or(&self.path)
     }
 
-    /// The target's size in bytes (at least the restored data's).
-    pub fn size(&self) -> u64 {
+    fn write_zeros(&self, mut offset: u64, len: u64) -> Result<(), VolumeError> {
+        let zeros = vec![0u8; ZERO_WRITE_LEN.min(len as usize)];
+        let end = offset + len;
+        while offset < end {
+            let step = (end - offset).min(zeros.len() as u64) as usize;
+            self.write_at(&zeros[..step], offset)?;
+            offset += step as u64;
+        }
+        Ok(())
+    }
+}
+
+impl RestoreTarget for Target {
+    fn size(&self) -> u64 {
         self.size
     }
 
-    /// Writes `data` at `offset`.
-    pub fn write_at(&self, data: &[u8], offset: u64) -> Result<(), VolumeError> {
+    fn label(&self) -> String {
+        self.path().display().to_string()
+    }
+
+    /// A new sparse file is fresh.
+    fn is_fresh(&self) -> bool {
+        self.final_path.is_some()
+    }
+
+    /// Aligned writes go through the direct descriptor while it works.
+    fn write_at(&self, data: &[u8], offset: u64) -> Result<(), VolumeError> {
         let aligned = |n: usize| n.is_multiple_of(DIRECT_IO_ALIGN);
         if let Some(direct) = &self.direct {
             if aligned(data.as_ptr() as usize)
@@ -162,10 +177,9 @@ impl Target {
             .map_err(|e| VolumeError::io("write", &self.path, e))
     }
 
-    /// Makes `len` bytes from `offset` read as zeros: nothing to do on a
-    /// fresh target; a hole punched in a file; a zeroed range on a device;
-    /// written zeros where neither is supported.
-    pub fn zero(&self, offset: u64, len: u64) -> Result<(), VolumeError> {
+    /// A hole punched in a file; a zeroed range on a device; written zeros
+    /// where neither is supported.
+    fn zero(&self, offset: u64, len: u64) -> Result<(), VolumeError> {
         if self.is_fresh() || len == 0 {
             return Ok(());
         }
@@ -186,20 +200,8 @@ impl Target {
         }
     }
 
-    fn write_zeros(&self, mut offset: u64, len: u64) -> Result<(), VolumeError> {
-        let zeros = vec![0u8; ZERO_WRITE_LEN.min(len as usize)];
-        let end = offset + len;
-        while offset < end {
-            let step = (end - offset).min(zeros.len() as u64) as usize;
-            self.write_at(&zeros[..step], offset)?;
-            offset += step as u64;
-        }
-        Ok(())
-    }
-
-    /// Zeroes whatever lies beyond the restored data, makes everything
-    /// durable, and (for a new file) moves it into place.
-    pub fn finish(mut self) -> Result<(), VolumeError> {
+    /// Zeroes the tail, fsyncs, and moves a new file into place.
+    fn finish(mut self: Box<Self>) -> Result<(), VolumeError> {
         self.zero(self.data_size, self.size - self.data_size)?;
         self.file
             .sync_all()
@@ -255,7 +257,7 @@ mod tests {
         let target = Target::create(&path, 1 << 20).expect("create");
         assert!(target.is_fresh());
         target.write_at(b"abc", 4096).expect("write");
-        target.finish().expect("finish");
+        Box::new(target).finish().expect("finish");
         let meta = fs::metadata(&path).expect("meta");
         assert_eq!(meta.len(), 1 << 20);
         assert!(meta.blocks() * 512 < 1 << 20, "restored file stays sparse");
@@ -277,7 +279,7 @@ mod tests {
         let target = Target::open_existing(&path, 4096).expect("open");
         assert!(!target.is_fresh());
         target.write_at(&[1u8; 4096], 0).expect("write");
-        target.finish().expect("finish");
+        Box::new(target).finish().expect("finish");
         let data = fs::read(&path).expect("read");
         assert_eq!(data.len(), 3 * 4096);
         assert!(data[..4096].iter().all(|&b| b == 1));

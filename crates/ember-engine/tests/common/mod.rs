@@ -80,7 +80,7 @@ impl Fixture {
         run_restore(
             &self.repo,
             id,
-            target,
+            Box::new(target),
             tuning(),
             &Progress::new(),
             &CancelToken::new(),
