@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crossbeam_channel::{bounded, Receiver};
-use ember_format::{ChunkDecoder, ChunkError, ChunkRef};
+use ember_format::{ChunkDecoder, ChunkError, ChunkLocation, ChunkRef};
 use ember_repo::{RepoError, Repository};
 use ember_types::{AlignedBuf, BackupId};
 use ember_volume::RestoreTarget;
@@ -109,6 +109,7 @@ pub fn run_restore(
                 break;
             }
             let count = batch.len() as u64;
+            prefetch(repo, &batch);
             if work_tx
                 .send(RestoreBatch {
                     first_index: index,
@@ -280,7 +281,7 @@ fn fetch_run(
                 source,
             }
         };
-        let Some(start) = entries[i].location else {
+        let Some((start, end, next)) = next_read(entries, i) else {
             return Err(bad_chunk(
                 i,
                 RepoError::DamagedChunk {
@@ -289,18 +290,6 @@ fn fetch_run(
                 },
             ));
         };
-        let mut end = start.end();
-        let mut next = i + 1;
-        while let Some(Some(location)) = entries.get(next).map(|e| e.location) {
-            if location.pack != start.pack
-                || u64::from(location.offset) != end
-                || location.end() - u64::from(start.offset) > MAX_READ
-            {
-                break;
-            }
-            end = location.end();
-            next += 1;
-        }
         frames.resize((end - u64::from(start.offset)) as usize, 0);
         let read = job
             .repo
@@ -338,4 +327,41 @@ fn fetch_run(
         i = next;
     }
     Ok(())
+}
+
+/// The read that starts at data entry `i`: its first frame's location, the
+/// end offset of the frames read with it (back to back in the same pack, up
+/// to [`MAX_READ`]) and the index after its last entry. `None` if entry `i`
+/// is a hole.
+fn next_read(entries: &[ChunkRef], i: usize) -> Option<(ChunkLocation, u64, usize)> {
+    let start = entries.get(i)?.location?;
+    let mut end = start.end();
+    let mut next = i + 1;
+    while let Some(Some(location)) = entries.get(next).map(|e| e.location) {
+        if location.pack != start.pack
+            || u64::from(location.offset) != end
+            || location.end() - u64::from(start.offset) > MAX_READ
+        {
+            break;
+        }
+        end = location.end();
+        next += 1;
+    }
+    Some((start, end, next))
+}
+
+/// Announces the reads a batch will make, so the store fetches them while
+/// the workers are busy with earlier batches.
+fn prefetch(repo: &Repository, entries: &[ChunkRef]) {
+    let mut i = 0;
+    while i < entries.len() {
+        match next_read(entries, i) {
+            Some((start, end, next)) => {
+                let offset = u64::from(start.offset);
+                repo.prefetch_pack_range(&start.pack, offset, end - offset);
+                i = next;
+            }
+            None => i += 1,
+        }
+    }
 }

@@ -126,6 +126,12 @@ impl Repository {
         }
     }
 
+    /// Hints that the frames of consecutive chunks, `len` bytes of pack
+    /// `pack` from `offset`, will be read soon.
+    pub fn prefetch_pack_range(&self, pack: &PackId, offset: u64, len: u64) {
+        self.store.prefetch(&pack_key(pack), offset, len);
+    }
+
     /// Reads a whole pack.
     pub fn read_pack(&self, pack: &PackId) -> Result<Vec<u8>, RepoError> {
         match self.store.get(&pack_key(pack)) {

@@ -146,6 +146,12 @@ pub trait ObjectStore: Send + Sync {
     /// Size and time of an object, or `None` if it does not exist.
     fn stat(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StoreError>;
 
+    /// Hints that bytes `offset..offset + len` of an object will be read
+    /// soon, so the store can start fetching them (a restore announces the
+    /// ranges its workers are about to read). Never fails; does nothing by
+    /// default.
+    fn prefetch(&self, _key: &ObjectKey, _offset: u64, _len: u64) {}
+
     /// Sets an existing object's modification time to now (garbage
     /// collection spares recently touched objects).
     fn touch(&self, key: &ObjectKey) -> Result<(), StoreError>;
