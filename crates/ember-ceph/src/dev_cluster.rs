@@ -80,6 +80,25 @@ impl DevCluster {
     }
 }
 
+/// A name no other test (or run) uses, for images, objects and prefixes.
+pub fn unique_name(label: &str) -> String {
+    format!("ember-test-{label}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// `len` reproducible bytes that depend on `seed`, with no zero byte (so
+/// no 4 KiB block reads as a hole), and no 4 KiB block repeated.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x as u8) | 1
+        })
+        .collect()
+}
+
 /// Whether `program` is on the PATH.
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")

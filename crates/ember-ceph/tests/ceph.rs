@@ -7,6 +7,7 @@
 //! Every test uses its own uuid-named images and objects, so they run in
 //! parallel, and removes them even when it fails.
 
+use ember_ceph::dev_cluster::{pattern, unique_name as unique};
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -50,25 +51,6 @@ impl ClusterExt for Cluster {
 }
 
 // ---------------------------------------------------------------- helpers
-
-/// A name no other test (or run) uses.
-fn unique(label: &str) -> String {
-    format!("ember-test-{label}-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// `len` bytes of a pattern that depends on `seed` and never repeats a
-/// 4 KiB block, with no zero byte.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x as u8) | 1
-        })
-        .collect()
-}
 
 fn read_at(image: &Image, offset: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0xAAu8; len];

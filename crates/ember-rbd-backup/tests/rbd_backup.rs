@@ -8,6 +8,7 @@
 //! come from `rbd export` of reference snapshots of the source, taken right
 //! before each backup.
 
+use ember_ceph::dev_cluster::unique_name as unique;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -39,24 +40,6 @@ fn connect(cluster: &DevCluster, pool: &str) -> IoCtx {
         .config(pool)
         .connect()
         .unwrap_or_else(|e| panic!("connect {pool}: {e}"))
-}
-
-/// A name no other test (or run) uses.
-fn unique(label: &str) -> String {
-    format!("ember-test-{label}-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// `len` bytes of a pattern depending on `seed`, with no zero byte.
-fn pattern(seed: u64, len: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x as u8) | 1
-        })
-        .collect()
 }
 
 /// Where `a` and `b` first differ, for messages.
@@ -1255,4 +1238,9 @@ fn timing_1gib_incremental_vs_rbd_cli() {
         "1 % incremental of 1 GiB: driver {ours:.3} s ({:?}); rbd CLI as Cinder {theirs:.3} s, of which export-diff | import-diff {pipe_only:.3} s",
         inc.stats
     );
+}
+
+/// [`ember_ceph::dev_cluster::pattern`] with a `u64` length.
+fn pattern(seed: u64, len: u64) -> Vec<u8> {
+    ember_ceph::dev_cluster::pattern(seed, len as usize)
 }

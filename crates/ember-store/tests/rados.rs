@@ -6,6 +6,7 @@
 //! Every test works under its own uuid-named prefix of the `backups` pool
 //! and removes what it wrote, even when it fails.
 
+use ember_ceph::dev_cluster::pattern;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
@@ -101,19 +102,6 @@ fn manifest(n: u8) -> ObjectKey {
 
 fn hex(n: u8, len: usize) -> String {
     format!("{n:02x}").repeat(len / 2)
-}
-
-/// `len` reproducible bytes.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]

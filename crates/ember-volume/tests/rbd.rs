@@ -3,6 +3,7 @@
 //! Without one the tests skip, saying why, unless `EMBER_REQUIRE_CEPH=1`.
 //! Each test uses its own uuid-named images and removes them.
 
+use ember_ceph::dev_cluster::unique_name as unique;
 use ember_ceph::{rbd, CreateOptions, Image, IoCtx};
 use ember_types::BackupId;
 use ember_volume::{
@@ -21,23 +22,6 @@ fn volumes(test: &str) -> Option<IoCtx> {
             .connect()
             .unwrap_or_else(|e| panic!("connect: {e}")),
     )
-}
-
-fn unique(label: &str) -> String {
-    format!("ember-test-{label}-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// Reproducible bytes with no zero byte.
-fn pattern(seed: u64, len: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x as u8) | 1
-        })
-        .collect()
 }
 
 /// Removes the image and its snapshots when dropped.
@@ -291,4 +275,9 @@ fn existing_target_image_is_zeroed_exactly_and_must_be_large_enough() {
     assert!(same(4 * MIB, data_size));
     assert!(zero(data_size, 16 * MIB), "the tail is zeroed");
     assert_eq!(image.size().expect("size"), 16 * MIB, "its size is kept");
+}
+
+/// [`ember_ceph::dev_cluster::pattern`] with a `u64` length.
+fn pattern(seed: u64, len: u64) -> Vec<u8> {
+    ember_ceph::dev_cluster::pattern(seed, len as usize)
 }
