@@ -644,12 +644,7 @@ struct RbdGuard<'a> {
 
 impl Drop for RbdGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(image) = ember_ceph::Image::open(self.io, &self.name) {
-            for snap in image.snap_list().unwrap_or_default() {
-                let _ = image.snap_remove(&snap.name);
-            }
-        }
-        let _ = ember_ceph::rbd::remove(self.io, &self.name);
+        ember_ceph::dev_cluster::remove_image(self.io, &self.name);
     }
 }
 

@@ -32,12 +32,7 @@ struct Guard<'a> {
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        if let Ok(image) = Image::open(self.io, &self.name) {
-            for snap in image.snap_list().unwrap_or_default() {
-                let _ = image.snap_remove(&snap.name);
-            }
-        }
-        let _ = rbd::remove(self.io, &self.name);
+        ember_ceph::dev_cluster::remove_image(self.io, &self.name);
     }
 }
 
