@@ -57,6 +57,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::OverQuota(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ServiceError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServiceError::Database(ember_meta::MetaError::MarkerNotFound(_)) => {
                 StatusCode::BAD_REQUEST
             }

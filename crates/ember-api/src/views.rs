@@ -64,6 +64,11 @@ pub fn backup_detail(
     if ctx.version.at_least(56) && ctx.caller.is_admin {
         fields.insert("user_id".into(), json!(b.user_id));
     }
+    // Ember's addition, present only when an incremental was asked for and
+    // a full backup made (the Ceph driver says why; Cinder stays silent).
+    if let Some(reason) = &b.full_reason {
+        fields.insert("full_backup_reason".into(), json!(reason));
+    }
     // Ember's addition, present only while a job runs: clients ignore it.
     if let Some((done, total)) = progress {
         fields.insert(

@@ -339,8 +339,9 @@ struct ManageRef {
     source_name: String,
 }
 
-/// `POST /os-volume-manage`: brings an existing image file or block device
-/// (`ref.source-name` = its path) under management; 202 with the volume.
+/// `POST /os-volume-manage`: brings existing data under management
+/// (`ref.source-name`: a path, or with RBD volumes an image of `rbd_pool`
+/// or `rbd:POOL/IMAGE`); 202 with the volume.
 pub async fn manage(
     State(ember): State<Arc<Ember>>,
     ctx: RequestContext,
@@ -356,11 +357,7 @@ pub async fn manage(
         f.metadata,
     );
     let volume = ember
-        .manage_volume(
-            &ctx.caller,
-            std::path::Path::new(&f.reference.source_name),
-            text("name", f.name)?,
-        )
+        .manage_volume(&ctx.caller, &f.reference.source_name, text("name", f.name)?)
         .await?;
     Ok(accepted(
         json!({"volume": volume_detail(&ctx, &volume, false)}),

@@ -200,6 +200,7 @@ ceph_ffi! { "rbd";
     pub fn rbd_get_stripe_unit(image: rbd_image_t, stripe_unit: *mut u64) -> c_int;
     pub fn rbd_get_stripe_count(image: rbd_image_t, stripe_count: *mut u64) -> c_int;
     pub fn rbd_resize(image: rbd_image_t, size: u64) -> c_int;
+    pub fn rbd_flatten(image: rbd_image_t) -> c_int;
     pub fn rbd_read2(image: rbd_image_t, ofs: u64, len: usize, buf: *mut c_char, op_flags: c_int) -> isize;
     pub fn rbd_write2(image: rbd_image_t, ofs: u64, len: usize, buf: *const c_char, op_flags: c_int) -> isize;
     pub fn rbd_discard(image: rbd_image_t, ofs: u64, len: u64) -> c_int;

@@ -548,6 +548,14 @@ impl Image {
         .map(drop)
     }
 
+    /// Copies the parent's data into this clone, so that it no longer
+    /// depends on the parent snapshot (which can then be removed).
+    pub fn flatten(&self) -> Result<(), CephError> {
+        // SAFETY: open image.
+        let ret = unsafe { ffi::rbd_flatten(self.ptr) };
+        check(ret, "rbd_flatten", || self.target()).map(drop)
+    }
+
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were
     /// read, fewer only when the range crosses the end of the image.
     /// Unwritten and discarded ranges read as zeros. Unlike a file, a read

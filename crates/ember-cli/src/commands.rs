@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::args::{BackupCommand, Cli, Command, CreateArgs, RepoCommand, VolumeCommand};
 use crate::output;
-use crate::rbd::{self, RbdSpec};
+use crate::rbd;
 
 /// Exit status of `repo verify` when it finds damage.
 const EXIT_DAMAGE: u8 = 3;
@@ -113,7 +113,7 @@ fn create(ctx: &Context, args: CreateArgs) -> anyhow::Result<ExitCode> {
         }
         validate_chunk_size(size)?;
     }
-    if let Some(spec) = RbdSpec::from_arg(&args.source)? {
+    if let Some(spec) = rbd::spec_of(&args.source)? {
         return rbd::create(ctx, args, &spec);
     }
     let source = Source::open(&args.source)?;
@@ -231,7 +231,7 @@ fn restore(ctx: &Context, id: &str, target_path: PathBuf) -> anyhow::Result<Exit
     let repo = ctx.repository(false)?;
     let id = repo.resolve_id(id)?;
     let info = repo.backup_info(&id)?;
-    let target: Box<dyn RestoreTarget> = match RbdSpec::from_arg(&target_path)? {
+    let target: Box<dyn RestoreTarget> = match rbd::spec_of(&target_path)? {
         Some(spec) => rbd::restore_target(&spec, info.volume_size)?,
         None if target_path.exists() => {
             Box::new(Target::open_existing(&target_path, info.volume_size)?)

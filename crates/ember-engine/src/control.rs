@@ -27,6 +27,13 @@ impl Progress {
         self.done.load(Ordering::Relaxed)
     }
 
+    /// Sets both counters at once, for work done outside the engine's
+    /// pipelines (a Ceph driver copy) but reported the same way.
+    pub fn report(&self, done: u64, total: u64) {
+        self.set_total(total);
+        self.done.store(done, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_total(&self, total: u64) {
         self.total.store(total, Ordering::Relaxed);
     }
@@ -54,6 +61,12 @@ impl CancelToken {
     /// Whether cancellation was asked for.
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::Relaxed)
+    }
+
+    /// The flag itself, for code that polls an `AtomicBool` (the Ceph
+    /// backup driver).
+    pub fn flag(&self) -> &AtomicBool {
+        &self.0
     }
 }
 

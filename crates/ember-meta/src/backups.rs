@@ -13,7 +13,7 @@ use crate::{BackupRecord, Database, ListQuery, MetaError, Page};
 const COLUMNS: &str = "id, project_id, user_id, volume_id, snapshot_id, parent_id, status, \
      name, description, container, availability_zone, size_gib, object_count, fail_reason, \
      data_timestamp, metadata, restore_volume_id, temp_snapshot_id, host, progress_done, \
-     progress_total, created_at, updated_at";
+     progress_total, created_at, updated_at, full_reason";
 
 const TABLE: Table = Table {
     name: "backups",
@@ -49,6 +49,7 @@ fn decode(row: &AnyRow) -> Result<BackupRecord, MetaError> {
         progress_total: f.int("progress_total")?,
         created_at: f.ts("created_at")?,
         updated_at: f.ts("updated_at")?,
+        full_reason: f.opt_text("full_reason")?,
     })
 }
 
@@ -317,6 +318,32 @@ impl Database {
         .map_err(MetaError::db(format!(
             "recording the outcome of backup {id}"
         )))?;
+        if result.rows_affected() == 0 {
+            return Err(MetaError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Records which kind of backup the job made: its parent (`None` for
+    /// a full backup) and, for a full backup made although an incremental
+    /// was asked for, why.
+    pub async fn set_backup_kind(
+        &self,
+        id: &str,
+        parent_id: Option<&str>,
+        full_reason: Option<&str>,
+    ) -> Result<(), MetaError> {
+        let result = sqlx::query(
+            "UPDATE backups SET parent_id = $2, full_reason = $3, updated_at = $4 \
+             WHERE id = $1 AND deleted = 0",
+        )
+        .bind(id)
+        .bind(parent_id)
+        .bind(full_reason)
+        .bind(encode_ts(&Utc::now())?)
+        .execute(&self.pool)
+        .await
+        .map_err(MetaError::db(format!("recording the kind of backup {id}")))?;
         if result.rows_affected() == 0 {
             return Err(MetaError::NotFound);
         }

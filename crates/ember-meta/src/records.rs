@@ -128,6 +128,10 @@ pub struct BackupRecord {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// Why the backup is full although an incremental was asked for
+    /// (only the Ceph driver ever does that, and says why); set by
+    /// [`crate::Database::set_backup_kind`].
+    pub full_reason: Option<String>,
 }
 
 /// A running (or once running) Ember service, for `os-services`.

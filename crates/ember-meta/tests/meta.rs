@@ -1054,6 +1054,29 @@ async fn backups(db: &Database) {
     changed.fail_reason = Some("why".into());
     changed.updated_at = now.updated_at;
 
+    // Kind: the parent and why a backup is full, nothing else.
+    db.set_backup_kind("b-crud", None, Some("no diff"))
+        .await
+        .expect("kind");
+    let now = db.get_backup("b-crud").await.expect("get").expect("exists");
+    assert_eq!(
+        (now.parent_id.as_deref(), now.full_reason.as_deref()),
+        (None, Some("no diff"))
+    );
+    assert!(matches!(
+        db.set_backup_kind("b-missing", None, None).await,
+        Err(MetaError::NotFound)
+    ));
+    db.set_backup_kind("b-crud", changed.parent_id.as_deref(), None)
+        .await
+        .expect("kind back");
+    changed.updated_at = db
+        .get_backup("b-crud")
+        .await
+        .expect("get")
+        .expect("exists")
+        .updated_at;
+
     // Progress: recorded, updated_at untouched.
     db.set_backup_progress("b-crud", 512, 4096)
         .await

@@ -5,11 +5,11 @@ use std::fmt;
 
 use ember_ceph::{rbd, DiffOptions, Image, SnapInfo};
 use ember_types::BackupId;
-use ember_volume::{Source, VolumeSource as _};
+use ember_volume::{new_snapshot_name, Source, VolumeSource as _};
 
 use crate::catalog::backup_snaps;
 use crate::copy::{copy, Control, Plan, RbdOrigin, TransferStats};
-use crate::names::{base_image_name, check_volume_id, full_image_name, new_snapshot_name};
+use crate::names::{base_image_name, check_volume_id, full_image_name};
 use crate::ranges::{allocated, changed_extents, normalize, subtract};
 use crate::{RbdBackupDriver, RbdBackupError, RbdImage};
 

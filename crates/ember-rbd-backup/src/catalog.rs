@@ -4,9 +4,10 @@
 use ember_ceph::{rbd, Image, SnapInfo};
 use ember_types::BackupId;
 
+use ember_volume::parse_snapshot_name;
+
 use crate::names::{
     base_image_name, check_volume_id, full_image_name, image_prefix, metadata_object_name,
-    parse_snapshot_name,
 };
 use crate::{RbdBackupDriver, RbdBackupError};
 

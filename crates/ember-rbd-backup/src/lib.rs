@@ -44,10 +44,9 @@ pub use catalog::BackupEntry;
 pub use config::{RbdBackupConfig, DEFAULT_CHUNK_SIZE};
 pub use copy::{Control, Progress, TransferStats};
 pub use delete::DeleteOutcome;
+pub use ember_volume::{new_snapshot_name, parse_snapshot_name};
 pub use error::RbdBackupError;
-pub use names::{
-    base_image_name, full_image_name, metadata_object_name, new_snapshot_name, parse_snapshot_name,
-};
+pub use names::{base_image_name, full_image_name, metadata_object_name};
 pub use restore::{RestoreMethod, RestoreOutcome, RestoreTarget};
 
 /// An RBD image in some pool of some cluster (the pool's [`IoCtx`] says

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use crate::volume_ops::scope;
 use crate::{
     BackupCreate, BackupUpdate, Caller, Ember, ExportRecord, RestoreRequest, ServiceError,
-    BACKUP_SERVICE_NAME,
 };
 
 /// Every status a backup row can have; force-delete accepts any of them.
@@ -171,13 +170,14 @@ impl Ember {
             progress_total: 0,
             created_at: now,
             updated_at: now,
+            full_reason: None,
         };
         if let Err(e) = self.db.insert_backup(&record).await {
             self.return_source(&record).await?;
             return Err(e.into());
         }
         let in_use = volume.status == "in-use";
-        self.spawn_backup(record.clone(), source.into(), in_use);
+        self.spawn_backup(record.clone(), source, in_use);
         Ok(record)
     }
 
@@ -395,7 +395,7 @@ impl Ember {
     /// data to be whole in the repository: a reset never lists a backup
     /// that cannot be restored.
     pub async fn reset_backup_status(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller,
         id: &str,
         status: &str,
@@ -410,7 +410,7 @@ impl Ember {
         }
         if status == "available"
             && backup.status != "restoring"
-            && self.stored_backup(id).await?.is_err()
+            && self.stored_backup(id, &backup.volume_id).await?.is_err()
         {
             return Err(ServiceError::bad(format!(
                 "Invalid backup: backup {id} has no complete data in the repository; it can only be reset to error"
@@ -445,7 +445,7 @@ impl Ember {
             display_description: backup.description,
             container: backup.container,
             object_count: backup.object_count,
-            service_metadata: self.repo.location(),
+            service_metadata: self.target.location(),
             volume_id: backup.volume_id,
             snapshot_id: backup.snapshot_id,
             parent_id: backup.parent_id,
@@ -456,7 +456,7 @@ impl Ember {
         };
         let json = serde_json::to_vec(&fields).map_err(|e| ServiceError::bad(e.to_string()))?;
         Ok(ExportRecord {
-            backup_service: BACKUP_SERVICE_NAME.into(),
+            backup_service: self.target.service_name().into(),
             backup_url: base64::engine::general_purpose::STANDARD.encode(json),
         })
     }
@@ -464,14 +464,15 @@ impl Ember {
     /// Recreates a backup from an export record, with its original id, into
     /// the caller's project. Its data must be in this service's repository.
     pub async fn import_backup(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller,
         record: ExportRecord,
     ) -> Result<BackupRecord, ServiceError> {
         Self::require_admin(caller, "backup:backup-import")?;
-        if record.backup_service != BACKUP_SERVICE_NAME {
+        let service = self.target.service_name();
+        if record.backup_service != service {
             return Err(ServiceError::bad(format!(
-                "Invalid backup: Unsupported backup service '{}' (this service is {BACKUP_SERVICE_NAME})",
+                "Invalid backup: Unsupported backup service '{}' (this service is {service})",
                 record.backup_service
             )));
         }
@@ -487,7 +488,7 @@ impl Ember {
                 "Invalid backup: Backup already exists in database.",
             ));
         }
-        if let Err(e) = self.stored_backup(&fields.id).await? {
+        if let Err(e) = self.stored_backup(&fields.id, &fields.volume_id).await? {
             return Err(ServiceError::bad(format!(
                 "Invalid backup: the backup's data cannot be used: {e}"
             )));
@@ -517,6 +518,7 @@ impl Ember {
             progress_total: 0,
             created_at: fields.created_at,
             updated_at: now,
+            full_reason: None,
         };
         self.db.import_backup(&backup).await?;
         Ok(backup)
@@ -524,15 +526,15 @@ impl Ember {
 }
 
 impl Ember {
-    /// What the repository holds of backup `id`: its record, or why it
-    /// cannot be used (missing or damaged manifest).
+    /// Whether the backup target holds backup `id` of `volume_id` whole;
+    /// why not, if it does not.
     async fn stored_backup(
-        &self,
+        self: &Arc<Self>,
         id: &str,
-    ) -> Result<Result<ember_types::BackupInfo, ember_repo::RepoError>, ServiceError> {
-        let repo_id = parse_backup_id(id)?;
-        let repo = self.repo.clone();
-        tokio::task::spawn_blocking(move || repo.backup_info(&repo_id))
+        volume_id: &str,
+    ) -> Result<Result<(), String>, ServiceError> {
+        let (me, id, volume_id) = (self.clone(), id.to_string(), volume_id.to_string());
+        tokio::task::spawn_blocking(move || me.backup_data_status(&id, &volume_id))
             .await
             .map_err(|e| ServiceError::Volume(format!("worker failed: {e}")))
     }

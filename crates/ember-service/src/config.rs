@@ -47,6 +47,89 @@ pub struct ServiceConfig {
     pub report_interval: u64,
     /// Seconds without a heartbeat before a service is down (Cinder: `service_down_time`).
     pub service_down_time: u64,
+    /// Where volumes live: `file` (sparse files in `volume_dir`) or `rbd`
+    /// (RBD images in `rbd_pool`). Cinder's driver class names are accepted.
+    pub volume_driver: VolumeDriver,
+    /// Pool of RBD volumes (Cinder: `rbd_pool`).
+    pub rbd_pool: String,
+    /// Ceph configuration of the volumes' cluster (Cinder: `rbd_ceph_conf`).
+    pub rbd_ceph_conf: PathBuf,
+    /// cephx user of the volumes' cluster, without `client.` (Cinder: `rbd_user`).
+    pub rbd_user: String,
+    /// Keyring of that user, if `rbd_ceph_conf` does not name one (Cinder: `rbd_keyring_conf`).
+    pub rbd_keyring_conf: Option<PathBuf>,
+    /// Where backups go: `posix` (Ember's deduplicating repository at
+    /// `backup_posix_path`) or `ceph` (Cinder's Ceph layout: RBD images in
+    /// `backup_ceph_pool`). Cinder's driver class names are accepted.
+    pub backup_driver: BackupDriver,
+    /// Ceph configuration of the backup cluster (Cinder: `backup_ceph_conf`).
+    pub backup_ceph_conf: PathBuf,
+    /// cephx user of the backup cluster (Cinder: `backup_ceph_user`).
+    pub backup_ceph_user: String,
+    /// Keyring of that user, if `backup_ceph_conf` does not name one.
+    pub backup_ceph_keyring: Option<PathBuf>,
+    /// Pool of backup images (Cinder: `backup_ceph_pool`).
+    pub backup_ceph_pool: String,
+    /// Bytes copied at once by full copies (Cinder: `backup_ceph_chunk_size`).
+    pub backup_ceph_chunk_size: u64,
+    /// RBD stripe unit of backup images, 0 = default (Cinder: `backup_ceph_stripe_unit`).
+    pub backup_ceph_stripe_unit: u64,
+    /// RBD stripe count of backup images, 0 = default (Cinder: `backup_ceph_stripe_count`).
+    pub backup_ceph_stripe_count: u64,
+    /// Backup images get the exclusive-lock and journaling features
+    /// (Cinder: `backup_ceph_image_journals`).
+    pub backup_ceph_image_journals: bool,
+    /// Zero or discard what lies beyond the backup on a larger restore
+    /// target (Cinder: `restore_discard_excess_bytes`).
+    pub restore_discard_excess_bytes: bool,
+}
+
+/// Where the service keeps volumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VolumeDriver {
+    /// Sparse raw files in the volume directory.
+    File,
+    /// RBD images in a Ceph pool.
+    Rbd,
+}
+
+/// Where the service stores backups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupDriver {
+    /// Ember's deduplicating repository (a POSIX directory, also NFS or
+    /// GlusterFS).
+    Posix,
+    /// Cinder's Ceph backup layout: RBD images and snapshots in a pool.
+    Ceph,
+}
+
+impl<'de> Deserialize<'de> for VolumeDriver {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match name.as_str() {
+            "file" => Ok(VolumeDriver::File),
+            "rbd" | "cinder.volume.drivers.rbd.RBDDriver" => Ok(VolumeDriver::Rbd),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown volume_driver {other:?} (file or rbd)"
+            ))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BackupDriver {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match name.as_str() {
+            "posix"
+            | "cinder.backup.drivers.posix.PosixBackupDriver"
+            | "cinder.backup.drivers.nfs.NFSBackupDriver"
+            | "cinder.backup.drivers.glusterfs.GlusterfsBackupDriver" => Ok(BackupDriver::Posix),
+            "ceph" | "cinder.backup.drivers.ceph.CephBackupDriver" => Ok(BackupDriver::Ceph),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown backup_driver {other:?} (posix or ceph)"
+            ))),
+        }
+    }
 }
 
 impl Default for ServiceConfig {
@@ -67,6 +150,21 @@ impl Default for ServiceConfig {
             storage_availability_zone: "nova".into(),
             report_interval: 10,
             service_down_time: 60,
+            volume_driver: VolumeDriver::File,
+            rbd_pool: "volumes".into(),
+            rbd_ceph_conf: PathBuf::from("/etc/ceph/ceph.conf"),
+            rbd_user: "admin".into(),
+            rbd_keyring_conf: None,
+            backup_driver: BackupDriver::Posix,
+            backup_ceph_conf: PathBuf::from("/etc/ceph/ceph.conf"),
+            backup_ceph_user: "admin".into(),
+            backup_ceph_keyring: None,
+            backup_ceph_pool: "backups".into(),
+            backup_ceph_chunk_size: 128 << 20,
+            backup_ceph_stripe_unit: 0,
+            backup_ceph_stripe_count: 0,
+            backup_ceph_image_journals: false,
+            restore_discard_excess_bytes: true,
         }
     }
 }
@@ -138,6 +236,19 @@ mod tests {
         assert_eq!(config.quota_backups, 3);
         assert_eq!(config.repository_dir(), PathBuf::from("/srv/ember/backups"));
         assert_eq!(config.database_url(), "sqlite:///srv/ember/ember.db");
+
+        std::fs::write(
+            &path,
+            "volume_driver = \"cinder.volume.drivers.rbd.RBDDriver\"\nbackup_driver = \"ceph\"\nrbd_pool = \"vols\"\n",
+        )
+        .expect("write");
+        let config = ServiceConfig::from_file(&path).expect("parse");
+        assert_eq!(config.volume_driver, VolumeDriver::Rbd);
+        assert_eq!(config.backup_driver, BackupDriver::Ceph);
+        assert_eq!(config.rbd_pool, "vols");
+        std::fs::write(&path, "backup_driver = \"swift\"\n").expect("write");
+        let err = ServiceConfig::from_file(&path).expect_err("unknown driver");
+        assert!(err.to_string().contains("posix or ceph"), "{err}");
 
         std::fs::write(&path, "backup_max_operation = 2\n").expect("write");
         let err = ServiceConfig::from_file(&path).expect_err("typo");

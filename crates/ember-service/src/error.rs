@@ -27,6 +27,10 @@ pub enum ServiceError {
     /// A volume file could not be created, copied or removed.
     #[error("volume storage: {0}")]
     Volume(String),
+    /// A storage backend (a Ceph cluster) cannot be reached or used now
+    /// (HTTP 503; `os-services` shows its service down meanwhile).
+    #[error("backend unavailable: {0}")]
+    Backend(String),
     /// The configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),

@@ -1,16 +1,14 @@
-//! The background jobs: the data work of a backup, a restore or a delete,
-//! and the status changes when it ends (Cinder's backup manager).
+//! The background jobs: a backup, a restore or a delete, and the status
+//! changes when it ends (Cinder's backup manager). The data work itself is
+//! in `transfers`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ember_engine::{run_backup, run_restore, BackupRequest, EngineError, ParentChoice, Tuning};
 use ember_meta::{BackupRecord, VolumeRecord};
-use ember_volume::{Source, Target};
 
-use crate::backup_ops::parse_backup_id;
 use crate::jobs::RunningJob;
+use crate::transfers::CANCELLED;
 use crate::{Ember, ServiceError};
 
 /// How often a running job's progress is written to the database.
@@ -19,24 +17,18 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 const PROGRESS_LOG_EVERY: u64 = 10;
 
 impl Ember {
-    fn tuning(&self) -> Tuning {
-        let mut tuning = Tuning::default();
-        if let Some(threads) = self.config.backup_threads {
-            tuning.threads = threads.max(1);
-        }
-        tuning
-    }
-
-    /// Runs the backup of `backup` from `source` in the background.
+    /// Runs the backup of `backup` from `source` (a location) in the
+    /// background; `in_use`: the volume is attached (a file volume is then
+    /// read from a temporary copy).
     pub(crate) fn spawn_backup(
         self: &Arc<Self>,
         backup: BackupRecord,
-        source: PathBuf,
-        from_temp_copy: bool,
+        source: String,
+        in_use: bool,
     ) {
         let me = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = me.backup_job(&backup, source, from_temp_copy).await {
+            if let Err(e) = me.backup_job(&backup, source, in_use).await {
                 tracing::error!(backup = %backup.id, "backup job failed to record its outcome: {e}");
             }
         });
@@ -45,8 +37,8 @@ impl Ember {
     async fn backup_job(
         self: &Arc<Self>,
         backup: &BackupRecord,
-        source: PathBuf,
-        from_temp_copy: bool,
+        source: String,
+        in_use: bool,
     ) -> Result<(), ServiceError> {
         let _permit = self.limiter.clone().acquire_owned().await;
         let (job, _registered) = self.jobs.register(&backup.id);
@@ -56,67 +48,40 @@ impl Ember {
             return self.finish_if_deleting(&backup.id).await;
         }
         tracing::info!(backup = %backup.id, volume = %backup.volume_id, "backup started");
-        let temp = from_temp_copy.then(|| {
-            self.volumes
-                .snapshot_path_for(&format!("backup-{}", backup.id))
+        let volume_metadata = self
+            .db
+            .get_volume(&backup.volume_id)
+            .await?
+            .and_then(|volume| serde_json::to_string(&volume.metadata).ok());
+        let (me, work_job, record) = (self.clone(), job.clone(), backup.clone());
+        let work = tokio::task::spawn_blocking(move || {
+            me.back_up_data(
+                &record,
+                &source,
+                in_use,
+                volume_metadata.as_deref(),
+                &work_job,
+            )
         });
-        let request = BackupRequest {
-            id: Some(parse_backup_id(&backup.id)?),
-            source_label: source.display().to_string(),
-            volume_id: Some(backup.volume_id.clone()),
-            parent: match &backup.parent_id {
-                Some(parent) => ParentChoice::Backup(parse_backup_id(parent)?),
-                None => ParentChoice::None,
-            },
-            name: backup.name.clone(),
-            description: backup.description.clone(),
-            codec: self.config.backup_compression_algorithm,
-            level: self.config.backup_compression_level,
-            chunk_size: None,
-        };
-        let (repo, tuning, work_job, volumes) = (
-            self.repo.clone(),
-            self.tuning(),
-            job.clone(),
-            self.volumes.clone(),
-        );
-        let temp_copy = temp.clone();
-        let work =
-            tokio::task::spawn_blocking(move || -> Result<ember_types::BackupInfo, String> {
-                let read_from = match &temp_copy {
-                    Some(copy) => {
-                        volumes.copy(&source, copy).map_err(|e| e.to_string())?;
-                        copy.clone()
-                    }
-                    None => source,
-                };
-                let source = Source::open(&read_from).map_err(|e| e.to_string())?;
-                run_backup(
-                    &repo,
-                    &source,
-                    &request,
-                    tuning,
-                    &work_job.progress,
-                    &work_job.cancel,
-                )
-                .map_err(|e| match e {
-                    EngineError::Cancelled => CANCELLED.to_string(),
-                    other => other.to_string(),
-                })
-            });
         let outcome = self.report_progress_until(&backup.id, &job, work).await;
-        if let Some(temp) = &temp {
-            let _ = self.volumes.remove(temp);
-        }
         self.return_source(backup).await?;
         match outcome {
-            Ok(info) => {
-                // Counts first (they touch no status), so whoever sees the
-                // backup available sees its counts.
-                let size = info.volume_size as i64;
+            Ok(done) => {
+                // Counts and kind first (they touch no status), so whoever
+                // sees the backup available sees them.
+                let size = done.size as i64;
                 ignore_missing(
                     self.db
-                        .set_backup_outcome(&backup.id, info.stats.new_chunks as i64, None)
+                        .set_backup_outcome(&backup.id, done.object_count, None)
+                        .await,
+                )?;
+                ignore_missing(
+                    self.db
+                        .set_backup_kind(
+                            &backup.id,
+                            done.parent_id.as_deref(),
+                            done.full_reason.as_deref(),
+                        )
                         .await,
                 )?;
                 ignore_missing(self.db.set_backup_progress(&backup.id, size, size).await)?;
@@ -165,27 +130,14 @@ impl Ember {
         let _permit = self.limiter.clone().acquire_owned().await;
         let (job, _registered) = self.jobs.register(&backup.id);
         tracing::info!(backup = %backup.id, volume = %volume.id, "restore started");
-        let (repo, tuning, work_job) = (self.repo.clone(), self.tuning(), job.clone());
-        let repo_id = parse_backup_id(&backup.id)?;
-        let path = PathBuf::from(&volume.path);
-        let work = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let info = repo.backup_info(&repo_id).map_err(|e| e.to_string())?;
-            let target =
-                Target::open_existing(&path, info.volume_size).map_err(|e| e.to_string())?;
-            run_restore(
-                &repo,
-                &repo_id,
-                Box::new(target),
-                tuning,
-                &work_job.progress,
-                &work_job.cancel,
-            )
-            .map(|_| ())
-            .map_err(|e| match e {
-                EngineError::Cancelled => CANCELLED.to_string(),
-                other => other.to_string(),
-            })
-        });
+        let (me, work_job, record, location) = (
+            self.clone(),
+            job.clone(),
+            backup.clone(),
+            volume.path.clone(),
+        );
+        let work =
+            tokio::task::spawn_blocking(move || me.restore_data(&record, &location, &work_job));
         let outcome = self.report_progress_until(&backup.id, &job, work).await;
         let during = ["restoring-backup", "creating"];
         match &outcome {
@@ -240,15 +192,22 @@ impl Ember {
 
     /// If backup `id` is `deleting`, removes its data and its row; a
     /// failure leaves it `error_deleting` with the reason.
-    async fn finish_if_deleting(&self, id: &str) -> Result<(), ServiceError> {
+    async fn finish_if_deleting(self: &Arc<Self>, id: &str) -> Result<(), ServiceError> {
         if self.current_status(id).await?.as_deref() != Some("deleting") {
             return Ok(());
         }
-        let repo = self.repo.clone();
-        let repo_id = parse_backup_id(id)?;
-        let removed = tokio::task::spawn_blocking(move || match repo.delete_backup(&repo_id) {
-            Ok(()) | Err(ember_repo::RepoError::BackupNotFound(_)) => Ok(()),
-            Err(e) => Err(e.to_string()),
+        let Some(backup) = self.db.get_backup(id).await? else {
+            return Ok(());
+        };
+        let source = self
+            .db
+            .get_volume(&backup.volume_id)
+            .await?
+            .map(|volume| volume.path);
+        let me = self.clone();
+        let (id_owned, volume_id) = (id.to_string(), backup.volume_id.clone());
+        let removed = tokio::task::spawn_blocking(move || {
+            me.delete_data(&id_owned, &volume_id, source.as_deref())
         })
         .await
         .map_err(|e| e.to_string())
@@ -345,9 +304,6 @@ impl Ember {
         }
     }
 }
-
-/// The failure text of a cancelled job.
-const CANCELLED: &str = "cancelled";
 
 /// A row deleted meanwhile needs no update.
 fn ignore_missing(result: Result<(), ember_meta::MetaError>) -> Result<(), ServiceError> {

@@ -1,32 +1,58 @@
 //! The service object, start-up clean-up, heartbeats and service listing.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use ember_ceph::CephConfig;
 use ember_meta::{BackupRecord, Database, SnapshotRecord, VolumeRecord};
 use ember_repo::Repository;
 use ember_store::PosixStore;
 use tokio::sync::Semaphore;
 
+use crate::config::{BackupDriver, VolumeDriver};
 use crate::jobs::Jobs;
-use crate::volumes::FileVolumes;
+use crate::rbd_volumes::RbdVolumes;
+use crate::targets::{BackupTarget, CephBackups};
+use crate::volumes::{FileVolumes, VolumeBackend};
 use crate::{Caller, ServiceConfig, ServiceError};
 
-/// The `backup_service` name in export records (Cinder: the driver module).
-pub const BACKUP_SERVICE_NAME: &str = "ember.backup.drivers.posix";
+/// The binary whose backend is the backup target.
+const BACKUP_BINARY: &str = "cinder-backup";
+/// The binary whose backend is the volume storage.
+const VOLUME_BINARY: &str = "cinder-volume";
 
-/// Binaries whose heartbeats `os-services` reports.
-const SERVICE_BINARIES: [&str; 2] = ["cinder-backup", "cinder-volume"];
+/// Where volume data lives.
+pub(crate) enum Volumes {
+    /// Sparse files in the volume directory.
+    Files(FileVolumes),
+    /// RBD images.
+    Rbd(RbdVolumes),
+}
 
-/// Everything `ember serve` runs on: database, repository, volumes, jobs.
+impl Volumes {
+    /// The backend's operations.
+    pub(crate) fn backend(&self) -> &dyn VolumeBackend {
+        match self {
+            Volumes::Files(files) => files,
+            Volumes::Rbd(rbd) => rbd,
+        }
+    }
+}
+
+/// Everything `ember serve` runs on: database, backup target, volumes, jobs.
 pub struct Ember {
     pub(crate) db: Database,
-    pub(crate) repo: Repository,
+    pub(crate) target: BackupTarget,
     pub(crate) config: ServiceConfig,
-    pub(crate) volumes: FileVolumes,
+    pub(crate) volumes: Volumes,
+    /// Where temporary copies of in-use file volumes go.
+    pub(crate) scratch: FileVolumes,
     pub(crate) jobs: Arc<Jobs>,
     pub(crate) limiter: Arc<Semaphore>,
     pub(crate) host: String,
+    /// Why a binary's backend is down, by binary (absent: up).
+    pub(crate) down: Mutex<HashMap<&'static str, String>>,
 }
 
 /// One row of `os-services`.
@@ -38,7 +64,8 @@ pub struct ServiceStatus {
     pub host: String,
     /// Availability zone.
     pub zone: String,
-    /// Whether it heartbeated within `service_down_time`.
+    /// Whether it heartbeated within `service_down_time` and (for this
+    /// host's) its backend works.
     pub up: bool,
     /// Disabled by an operator.
     pub disabled: bool,
@@ -50,27 +77,51 @@ pub struct ServiceStatus {
 
 impl Ember {
     /// Connects the database (creating and migrating it), opens or creates
-    /// the repository and the volume directory.
+    /// the repository (or prepares the Ceph backup driver) and the volume
+    /// storage. A Ceph cluster is only connected by [`Ember::start`]'s
+    /// first health check: one that is down or refuses the credentials
+    /// leaves its service down, not the whole service unstarted.
     pub async fn open(config: ServiceConfig) -> Result<Arc<Ember>, ServiceError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             ServiceError::Config(format!("data directory {}: {e}", config.data_dir.display()))
         })?;
         let db = Database::connect(&config.database_url()).await?;
-        let store = PosixStore::create(config.repository_dir())
-            .map_err(|e| ServiceError::Config(format!("repository: {e}")))?;
-        let repo = Repository::open_or_init(Arc::new(store), ember_engine::DEFAULT_CHUNK_SIZE)?;
-        let volumes = FileVolumes::open(config.volume_dir())?;
+        let target = match config.backup_driver {
+            BackupDriver::Posix => {
+                let store = PosixStore::create(config.repository_dir())
+                    .map_err(|e| ServiceError::Config(format!("repository: {e}")))?;
+                BackupTarget::Repository(Repository::open_or_init(
+                    Arc::new(store),
+                    ember_engine::DEFAULT_CHUNK_SIZE,
+                )?)
+            }
+            BackupDriver::Ceph => BackupTarget::Ceph(CephBackups::new(&config)),
+        };
+        let scratch = FileVolumes::open(config.volume_dir())?;
+        let volumes = match config.volume_driver {
+            VolumeDriver::File => Volumes::Files(scratch.clone()),
+            VolumeDriver::Rbd => {
+                let mut ceph =
+                    CephConfig::new(&config.rbd_ceph_conf, &config.rbd_user, &config.rbd_pool);
+                if let Some(keyring) = &config.rbd_keyring_conf {
+                    ceph = ceph.with_keyring(keyring);
+                }
+                Volumes::Rbd(RbdVolumes::new(ceph))
+            }
+        };
         let permits = match config.backup_max_operations {
             0 => Semaphore::MAX_PERMITS,
             n => n,
         };
         Ok(Arc::new(Ember {
             db,
-            repo,
+            target,
             host: config.host_name(),
             volumes,
+            scratch,
             jobs: Arc::new(Jobs::default()),
             limiter: Arc::new(Semaphore::new(permits)),
+            down: Mutex::new(HashMap::new()),
             config,
         }))
     }
@@ -103,13 +154,53 @@ impl Ember {
         Ok(())
     }
 
-    async fn heartbeat(&self) -> Result<(), ServiceError> {
-        for binary in SERVICE_BINARIES {
+    /// Checks both backends, then records a heartbeat for each binary
+    /// (its row exists even while its backend is down; `os-services` then
+    /// reports it down, see [`Ember::list_services`]).
+    async fn heartbeat(self: &Arc<Self>) -> Result<(), ServiceError> {
+        let me = self.clone();
+        let checks = tokio::task::spawn_blocking(move || {
+            [
+                (VOLUME_BINARY, me.volumes.backend().check()),
+                (BACKUP_BINARY, me.target.check()),
+            ]
+        })
+        .await
+        .map_err(|e| ServiceError::Backend(format!("health check failed: {e}")))?;
+        for (binary, health) in checks {
+            self.record_health(binary, health);
             self.db
                 .heartbeat(&self.host, binary, &self.config.storage_availability_zone)
                 .await?;
         }
         Ok(())
+    }
+
+    /// Remembers whether `binary`'s backend works, logging changes.
+    fn record_health(&self, binary: &'static str, health: Result<(), String>) {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        match health {
+            Ok(()) => {
+                if down.remove(binary).is_some() {
+                    tracing::info!("{binary}: backend up again");
+                }
+            }
+            Err(why) => {
+                if down.get(binary) != Some(&why) {
+                    tracing::error!("{binary}: backend down: {why}");
+                }
+                down.insert(binary, why);
+            }
+        }
+    }
+
+    /// Why `binary`'s backend is down, if it is.
+    pub fn backend_down(&self, binary: &str) -> Option<String> {
+        self.down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(binary)
+            .cloned()
     }
 
     /// Cinder's restart rules: an interrupted backup becomes `error`, an
@@ -167,7 +258,8 @@ impl Ember {
             .await?
             .into_iter()
             .map(|s| ServiceStatus {
-                up: now - s.updated_at < down_after,
+                up: now - s.updated_at < down_after
+                    && !(s.host == self.host && self.backend_down(&s.binary).is_some()),
                 binary: s.binary,
                 host: s.host,
                 zone: s.zone,

@@ -1,11 +1,9 @@
 //! Volumes and snapshots: the subset of Cinder's volume API backups need.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Utc;
 use ember_meta::{ListQuery, Page, SnapshotRecord, VolumeRecord};
-use ember_volume::VolumeSource as _;
 
 use crate::volumes::GIB;
 use crate::{Caller, Ember, ServiceError, SnapshotCreate, VolumeCreate, VolumeUpdate};
@@ -71,24 +69,16 @@ impl Ember {
         }
 
         let id = uuid::Uuid::new_v4().to_string();
-        let path = self.volumes.path_for(&id);
-        match &snapshot {
-            Some(snapshot) => {
-                let (volumes, from, to) = (
-                    self.volumes.clone(),
-                    PathBuf::from(&snapshot.path),
-                    path.clone(),
-                );
-                blocking(move || {
-                    volumes.copy(&from, &to)?;
-                    volumes.grow(&to, size_gib)
-                })
-                .await?;
+        let me = self.clone();
+        let (new_id, from) = (id.clone(), snapshot.as_ref().map(|s| s.path.clone()));
+        let path = blocking(move || {
+            let volumes = me.volumes.backend();
+            match &from {
+                Some(snapshot) => volumes.create_from_snapshot(snapshot, &new_id, size_gib),
+                None => volumes.create(&new_id, size_gib),
             }
-            None => {
-                self.volumes.create(&id, size_gib)?;
-            }
-        }
+        })
+        .await?;
         let now = Utc::now();
         let record = VolumeRecord {
             id: id.clone(),
@@ -108,7 +98,7 @@ impl Ember {
                 .availability_zone
                 .unwrap_or_else(|| self.config.storage_availability_zone.clone()),
             volume_type: request.volume_type,
-            path: path.display().to_string(),
+            path: path.clone(),
             owns_data: true,
             source_backup_id: request.backup_id.clone(),
             snapshot_id: request.snapshot_id,
@@ -117,7 +107,7 @@ impl Ember {
             updated_at: now,
         };
         if let Err(e) = self.db.insert_volume(&record).await {
-            let _ = self.volumes.remove(&path);
+            let _ = self.volumes.backend().remove_volume(&path);
             return Err(e.into());
         }
         if let Some(backup) = backup {
@@ -126,18 +116,19 @@ impl Ember {
         Ok(record)
     }
 
-    /// Brings an existing image file or block device under management as a
-    /// volume (its size rounded up to whole GiB); deleting the volume later
-    /// leaves the data in place.
+    /// Brings existing data under management as a volume (its size
+    /// rounded up to whole GiB): an image file or block device, or with
+    /// RBD volumes an image of `rbd_pool` (or `rbd:POOL/IMAGE`). Deleting
+    /// the volume later leaves the data in place.
     pub async fn manage_volume(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller,
-        path: &Path,
+        reference: &str,
         name: Option<String>,
     ) -> Result<VolumeRecord, ServiceError> {
         Self::require_admin(caller, "volume_extension:volume_manage")?;
-        let source =
-            ember_volume::Source::open(path).map_err(|e| ServiceError::bad(e.to_string()))?;
+        let (me, reference) = (self.clone(), reference.to_string());
+        let (location, size) = blocking(move || me.volumes.backend().manage(&reference)).await?;
         let now = Utc::now();
         let record = VolumeRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -145,12 +136,12 @@ impl Ember {
             user_id: caller.user_id.clone(),
             name,
             description: None,
-            size_gib: source.size().div_ceil(GIB).max(1) as i64,
+            size_gib: size.div_ceil(GIB).max(1) as i64,
             status: "available".into(),
             previous_status: None,
             availability_zone: self.config.storage_availability_zone.clone(),
             volume_type: None,
-            path: path.display().to_string(),
+            path: location,
             owns_data: false,
             source_backup_id: None,
             snapshot_id: None,
@@ -215,7 +206,11 @@ impl Ember {
 
     /// Deletes a volume that is not busy and has no snapshots; its data goes
     /// too unless it was brought under management.
-    pub async fn delete_volume(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+    pub async fn delete_volume(
+        self: &Arc<Self>,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(), ServiceError> {
         let volume = self.volume_of(caller, id).await?;
         let snapshots = self
             .db
@@ -241,14 +236,21 @@ impl Ember {
             )));
         }
         if volume.owns_data {
-            self.volumes.remove(Path::new(&volume.path))?;
+            let me = self.clone();
+            let location = volume.path.clone();
+            if let Err(e) = blocking(move || me.volumes.backend().remove_volume(&location)).await {
+                self.db
+                    .set_volume_status(id, &["deleting"], "error_deleting")
+                    .await?;
+                return Err(e);
+            }
         }
         Ok(self.db.delete_volume(id).await?)
     }
 
     /// Takes a snapshot: a sparse copy of the volume's data now.
     pub async fn create_snapshot(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller,
         request: SnapshotCreate,
     ) -> Result<SnapshotRecord, ServiceError> {
@@ -261,13 +263,8 @@ impl Ember {
             )));
         }
         let id = uuid::Uuid::new_v4().to_string();
-        let path = self.volumes.snapshot_path_for(&id);
-        let (volumes, from, to) = (
-            self.volumes.clone(),
-            PathBuf::from(&volume.path),
-            path.clone(),
-        );
-        blocking(move || volumes.copy(&from, &to)).await?;
+        let (me, snapshot_id, from) = (self.clone(), id.clone(), volume.path.clone());
+        let path = blocking(move || me.volumes.backend().snapshot(&from, &snapshot_id)).await?;
         let now = Utc::now();
         let record = SnapshotRecord {
             id,
@@ -278,13 +275,13 @@ impl Ember {
             description: request.description,
             size_gib: volume.size_gib,
             status: "available".into(),
-            path: path.display().to_string(),
+            path: path.clone(),
             metadata: request.metadata,
             created_at: now,
             updated_at: now,
         };
         if let Err(e) = self.db.insert_snapshot(&record).await {
-            let _ = self.volumes.remove(&path);
+            let _ = self.volumes.backend().remove_snapshot(&path);
             return Err(e.into());
         }
         Ok(record)
@@ -311,7 +308,11 @@ impl Ember {
     }
 
     /// Deletes a snapshot that is not being backed up.
-    pub async fn delete_snapshot(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+    pub async fn delete_snapshot(
+        self: &Arc<Self>,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(), ServiceError> {
         let snapshot = self.snapshot_of(caller, id).await?;
         if !self
             .db
@@ -323,7 +324,13 @@ impl Ember {
                 snapshot.status
             )));
         }
-        self.volumes.remove(Path::new(&snapshot.path))?;
+        let (me, location) = (self.clone(), snapshot.path.clone());
+        if let Err(e) = blocking(move || me.volumes.backend().remove_snapshot(&location)).await {
+            self.db
+                .set_snapshot_status(id, &["deleting"], "error_deleting")
+                .await?;
+            return Err(e);
+        }
         Ok(self.db.delete_snapshot(id).await?)
     }
 }
@@ -338,7 +345,7 @@ pub(crate) fn scope(caller: &Caller, all_tenants: bool) -> Result<Option<String>
     Ok(None)
 }
 
-/// Runs file work off the async threads.
+/// Runs volume work off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
 ) -> Result<T, ServiceError> {

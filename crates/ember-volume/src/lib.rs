@@ -17,11 +17,13 @@
 
 mod copy;
 mod rbd;
+mod rbd_names;
 mod source;
 mod target;
 
 pub use copy::copy_sparse;
 pub use rbd::{RbdSource, RbdTarget, UnchangedSince};
+pub use rbd_names::{new_snapshot_name, parse_snapshot_name, RbdSpec};
 pub use source::Source;
 pub use target::Target;
 

@@ -94,6 +94,7 @@ pub fn backup(id: &str, project: &str, volume_id: &str) -> BackupRecord {
         progress_total: 0,
         created_at: at(0),
         updated_at: at(0),
+        full_reason: None,
     }
 }
 
