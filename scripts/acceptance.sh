@@ -5,7 +5,11 @@
 #   usage: scripts/acceptance.sh [EMBER_BINARY]   (default: a debug build)
 # Environment: EMBER_DATABASE (e.g. postgres://…) to run the service on
 # PostgreSQL instead of the embedded SQLite; PROJECTLESS=1 for /v3 URLs
-# without the project id.
+# without the project id; EMBER_VOLUME_DRIVER=rbd for RBD volumes and
+# EMBER_BACKUP_DRIVER=ceph for Cinder's Ceph backup layout, on the cluster
+# of $CEPH_CONF (pools `volumes` and `backups`, as ../shared/ceph/ceph-up.sh
+# makes them). RBD volumes have no file path, so their data is not checked
+# here (the Rust tests of ember-service compare it with `rbd export`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=$(cd ../shared && pwd)
@@ -23,6 +27,14 @@ config=$work/ember.toml
   echo "listen = \"127.0.0.1:$port\""
   echo "data_dir = \"$work/data\""
   if [ -n "${EMBER_DATABASE:-}" ]; then echo "database = \"$EMBER_DATABASE\""; fi
+  if [ "${EMBER_VOLUME_DRIVER:-file}" = rbd ]; then
+    echo "volume_driver = \"rbd\""
+    echo "rbd_ceph_conf = \"${CEPH_CONF:?EMBER_VOLUME_DRIVER=rbd needs CEPH_CONF}\""
+  fi
+  if [ "${EMBER_BACKUP_DRIVER:-posix}" = ceph ]; then
+    echo "backup_driver = \"ceph\""
+    echo "backup_ceph_conf = \"${CEPH_CONF:?EMBER_BACKUP_DRIVER=ceph needs CEPH_CONF}\""
+  fi
 } > "$config"
 
 "$ember" serve --config "$config" > "$work/serve.log" 2>&1 &
@@ -39,7 +51,9 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-export EMBER_VOLUME_PATH_CMD="$ember volume path --config $config {id}"
+if [ "${EMBER_VOLUME_DRIVER:-file}" = file ]; then
+  export EMBER_VOLUME_PATH_CMD="$ember volume path --config $config {id}"
+fi
 status=0
 "$SHARED/clients/cinder_acceptance.sh" "http://127.0.0.1:$port" 0123456789abcdef0123456789abcdef || status=$?
 if [ "$status" -ne 0 ]; then
