@@ -55,6 +55,7 @@ impl Ember {
         request: BackupCreate,
     ) -> Result<BackupRecord, ServiceError> {
         let volume = self.volume_of(caller, &request.volume_id).await?;
+        self.require_backup_backend()?;
         let snapshot = match &request.snapshot_id {
             Some(id) => {
                 let snapshot = self.snapshot_of(caller, id).await?;
@@ -304,6 +305,7 @@ impl Ember {
                 "Invalid backup: Backup status must be available",
             ));
         }
+        self.require_backup_backend()?;
         let (volume, created) = match &request.volume_id {
             Some(volume_id) => {
                 let volume = self.volume_of(caller, volume_id).await?;

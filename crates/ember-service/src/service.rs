@@ -18,7 +18,7 @@ use crate::volumes::{FileVolumes, VolumeBackend};
 use crate::{Caller, ServiceConfig, ServiceError};
 
 /// The binary whose backend is the backup target.
-const BACKUP_BINARY: &str = "cinder-backup";
+pub(crate) const BACKUP_BINARY: &str = "cinder-backup";
 /// The binary whose backend is the volume storage.
 const VOLUME_BINARY: &str = "cinder-volume";
 
@@ -201,6 +201,17 @@ impl Ember {
             .unwrap_or_else(|p| p.into_inner())
             .get(binary)
             .cloned()
+    }
+
+    /// Refuses new backup work while the backup target is down (as Cinder
+    /// refuses it without a live `cinder-backup`), saying why.
+    pub(crate) fn require_backup_backend(&self) -> Result<(), ServiceError> {
+        match self.backend_down(BACKUP_BINARY) {
+            Some(why) => Err(ServiceError::Backend(format!(
+                "cinder-backup is down: {why}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Cinder's restart rules: an interrupted backup becomes `error`, an
