@@ -829,10 +829,19 @@ async fn force_delete_cancels_queued_work_and_the_limit_holds() {
         .as_str()
         .expect("id")
         .to_string();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let running = api
+    // The first one reports its size as soon as it has opened its source.
+    let mut running = api
         .call(Method::GET, &format!("backups/{first}"), None, None)
         .await;
+    for _ in 0..100 {
+        if running.body["backup"]["progress"]["bytes_total"].as_u64() > Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        running = api
+            .call(Method::GET, &format!("backups/{first}"), None, None)
+            .await;
+    }
     assert_eq!(
         running.body["backup"]["status"], "creating",
         "the first backup still runs"
