@@ -108,41 +108,23 @@ impl Service {
     }
 
     async fn settled_backup(&self, id: &str) -> BackupRecord {
-        let started = Instant::now();
-        loop {
-            let backup = self.ember.get_backup(&caller(), id).await.expect("get");
-            if !matches!(
-                backup.status.as_str(),
-                "creating" | "restoring" | "deleting"
-            ) {
-                return backup;
-            }
-            assert!(
-                started.elapsed() < WAIT,
-                "backup {id} still {}",
-                backup.status
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let who = caller();
+        settle(
+            || self.ember.get_backup(&who, id),
+            |b: &BackupRecord| &b.status,
+            &["creating", "restoring", "deleting"],
+        )
+        .await
     }
 
     async fn settled_volume(&self, id: &str) -> VolumeRecord {
-        let started = Instant::now();
-        loop {
-            let volume = self.ember.get_volume(&caller(), id).await.expect("get");
-            if !matches!(
-                volume.status.as_str(),
-                "creating" | "restoring-backup" | "backing-up"
-            ) {
-                return volume;
-            }
-            assert!(
-                started.elapsed() < WAIT,
-                "volume {id} still {}",
-                volume.status
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let who = caller();
+        settle(
+            || self.ember.get_volume(&who, id),
+            |v: &VolumeRecord| &v.status,
+            &["creating", "restoring-backup", "backing-up"],
+        )
+        .await
     }
 
     /// Restores `backup` into `into` (or a new volume) and waits.
@@ -175,6 +157,27 @@ impl Service {
             assert!(started.elapsed() < WAIT, "backup {id} not deleted");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Polls `get` until the status `status_of` reads is none of `busy`.
+async fn settle<T, Fut>(
+    get: impl Fn() -> Fut,
+    status_of: impl Fn(&T) -> &String,
+    busy: &[&str],
+) -> T
+where
+    Fut: std::future::Future<Output = Result<T, ServiceError>>,
+{
+    let started = Instant::now();
+    loop {
+        let record = get().await.expect("get");
+        let status = status_of(&record);
+        if !busy.contains(&status.as_str()) {
+            return record;
+        }
+        assert!(started.elapsed() < WAIT, "still {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
