@@ -264,9 +264,19 @@ fn restore(ctx: &Context, id: &str, target_path: PathBuf) -> anyhow::Result<Exit
 fn delete(ctx: &Context, id: &str) -> anyhow::Result<ExitCode> {
     let repo = ctx.repository(false)?;
     let id = repo.resolve_id(id)?;
+    let source = repo.backup_info(&id)?.source;
     repo.delete_backup(&id)?;
-    ctx.print(json!({"deleted": id}), || {
-        format!("deleted backup {id}; run `ember repo gc` to free its unshared chunks")
+    let removed = rbd::remove_source_snapshots(&source, &id);
+    ctx.print(json!({"deleted": id, "removed_snapshots": removed}), || {
+        let mut text =
+            format!("deleted backup {id}; run `ember repo gc` to free its unshared chunks");
+        if !removed.is_empty() {
+            text.push_str(&format!(
+                "\nremoved its snapshot of {source}: {}",
+                removed.join(", ")
+            ));
+        }
+        text
     });
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use ember_ceph::{CephConfig, Image, IoCtx};
-use ember_engine::{resolve_parent, ParentChoice, RbdBackupPlan};
+use ember_engine::{remove_backup_snapshots, resolve_parent, ParentChoice, RbdBackupPlan};
 use ember_types::BackupId;
 use ember_volume::{RbdSpec, RbdTarget, RestoreTarget, VolumeError};
 use serde_json::json;
@@ -107,6 +107,20 @@ pub fn create(ctx: &Context, args: CreateArgs, spec: &RbdSpec) -> anyhow::Result
     });
     print_backup(ctx, &info, seconds, rbd, &notes);
     Ok(ExitCode::SUCCESS)
+}
+
+/// After backup `id` of `source` is deleted: removes the snapshot it took
+/// of its RBD image, if any (a snapshot that cannot be removed is a
+/// warning: the backup is gone). Returns the names removed.
+pub fn remove_source_snapshots(source: &str, id: &BackupId) -> Vec<String> {
+    let Ok(Some(spec)) = RbdSpec::parse(source) else {
+        return Vec::new();
+    };
+    let removed = connect(&spec).and_then(|io| Ok(remove_backup_snapshots(&io, &spec.image, id)?));
+    removed.unwrap_or_else(|e| {
+        eprintln!("ember: warning: the backup's snapshot of {source} stays: {e:#}");
+        Vec::new()
+    })
 }
 
 /// The image to restore `data_size` bytes into: the existing one (at least

@@ -778,5 +778,16 @@ fn rbd_images_back_up_incrementally_restore_and_keep_one_snapshot() {
     let failed = run(&["backup", "create", &spec]);
     assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
     assert_eq!(snapshot_of(&backup_id(&third)), third_snap);
+
+    // Deleting the backup whose snapshot is on the image removes it.
+    std::fs::remove_file(repo.join("packs")).expect("unblock packs");
+    std::fs::rename(dir.path().join("packs.away"), repo.join("packs")).expect("move back");
+    let deleted = ok(run(&["backup", "delete", &backup_id(&third)]));
+    assert!(
+        stdout(&deleted).contains(&format!("removed its snapshot of {spec}: {third_snap}")),
+        "{}",
+        stdout(&deleted)
+    );
+    assert_eq!(snapshots(&io, &source.name), Vec::<String>::new());
     drop(image);
 }

@@ -29,7 +29,7 @@ pub use backup::{resolve_parent, run_backup, BackupRequest, ParentChoice};
 pub use control::{CancelToken, Progress, Tuning};
 pub use error::EngineError;
 pub use gc::{run_gc, GcReport};
-pub use rbd::{PrunedSnapshots, RbdBackupPlan};
+pub use rbd::{remove_backup_snapshots, PrunedSnapshots, RbdBackupPlan};
 pub use restore::{run_restore, RestoreReport};
 pub use verify::{run_verify, ChunkProblem, VerifyReport, VerifyScope};
 

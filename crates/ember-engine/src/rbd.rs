@@ -112,6 +112,31 @@ impl RbdBackupPlan {
     }
 }
 
+/// Removes the snapshots backup `id` took of image `image` (when the
+/// backup is deleted; an image or snapshot gone already is fine). Returns
+/// their names.
+pub fn remove_backup_snapshots(
+    io: &IoCtx,
+    image: &str,
+    id: &BackupId,
+) -> Result<Vec<String>, CephError> {
+    let image = match Image::open(io, image) {
+        Ok(image) => image,
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut removed = Vec::new();
+    for snap in image.snap_list()? {
+        if parse_snapshot_name(&snap.name) == Some(*id) {
+            match image.snap_remove(&snap.name) {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => removed.push(snap.name),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// The parent's snapshot to diff from, or why there is none to use.
 fn diff_base(
     repo: &Repository,

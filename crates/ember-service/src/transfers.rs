@@ -5,14 +5,15 @@
 
 use ember_ceph::{Image, IoCtx};
 use ember_engine::{
-    run_backup, run_restore, BackupRequest, EngineError, ParentChoice, RbdBackupPlan, Tuning,
+    remove_backup_snapshots, run_backup, run_restore, BackupRequest, EngineError, ParentChoice,
+    RbdBackupPlan, Tuning,
 };
 use ember_meta::BackupRecord;
 use ember_rbd_backup::{
     BackupKind, BackupSource, Control, RbdBackupDriver, RbdBackupError, RbdImage,
 };
 use ember_types::BackupId;
-use ember_volume::{parse_snapshot_name, RbdSpec, Source, Target};
+use ember_volume::{RbdSpec, Source, Target};
 
 use crate::backup_ops::parse_backup_id;
 use crate::jobs::RunningJob;
@@ -401,7 +402,8 @@ impl Ember {
                     Err(e) => return Err(e.to_string()),
                 }
                 if let (Some(spec), Some(io)) = (&source, &source_io) {
-                    remove_backup_snapshots(io, &spec.image, &repo_id)?;
+                    remove_backup_snapshots(io, &spec.image, &repo_id)
+                        .map_err(|e| e.to_string())?;
                 }
                 Ok(())
             }
@@ -449,24 +451,6 @@ fn engine_failure(e: EngineError) -> String {
         EngineError::Cancelled => CANCELLED.to_string(),
         other => other.to_string(),
     }
-}
-
-/// Removes the snapshots backup `id` took of `image` (gone is fine).
-fn remove_backup_snapshots(io: &IoCtx, image: &str, id: &BackupId) -> Result<(), String> {
-    let image = match Image::open(io, image) {
-        Ok(image) => image,
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(e.to_string()),
-    };
-    for snap in image.snap_list().map_err(|e| e.to_string())? {
-        if parse_snapshot_name(&snap.name) == Some(*id) {
-            match image.snap_remove(&snap.name) {
-                Err(e) if !e.is_not_found() => return Err(e.to_string()),
-                _ => {}
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Removes `image` with its snapshots.
