@@ -76,6 +76,19 @@ impl CephError {
         self.errno() == Some(Errno::EBUSY as i32)
     }
 
+    /// Whether the failure may be the connection's rather than the
+    /// request's: an operation timed out (ETIMEDOUT), the client was
+    /// blocklisted (ESHUTDOWN), is not connected (ENOTCONN), or lost an
+    /// image's exclusive lock (EROFS). A client in that state can keep
+    /// failing (a lock its own stale session holds cannot be broken), so
+    /// callers connect anew.
+    pub fn is_connection_failure(&self) -> bool {
+        matches!(
+            self.errno().map(Errno::from_raw),
+            Some(Errno::ETIMEDOUT | Errno::ESHUTDOWN | Errno::ENOTCONN | Errno::EROFS)
+        )
+    }
+
     /// The failed-call error for a negative return code `ret`.
     pub(crate) fn call(call: &'static str, target: impl Into<String>, ret: i64) -> Self {
         CephError::Call {

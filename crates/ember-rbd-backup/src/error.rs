@@ -83,3 +83,18 @@ pub enum RbdBackupError {
     #[error("a reader thread panicked")]
     ReaderPanicked,
 }
+
+impl RbdBackupError {
+    /// Whether the failure may be the cluster connection's (see
+    /// [`CephError::is_connection_failure`]): the caller should connect
+    /// anew before the next backup.
+    pub fn is_connection_failure(&self) -> bool {
+        match self {
+            RbdBackupError::Connect { .. } => true,
+            RbdBackupError::Ceph(e) | RbdBackupError::Volume(VolumeError::Ceph(e)) => {
+                e.is_connection_failure()
+            }
+            _ => false,
+        }
+    }
+}

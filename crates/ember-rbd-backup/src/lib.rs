@@ -82,6 +82,17 @@ impl RbdBackupDriver {
         Ok(RbdBackupDriver { config, io })
     }
 
+    /// Lists the backup pool's images: whether the pool can still be used
+    /// through this connection (for health checks).
+    pub fn check(&self) -> Result<(), RbdBackupError> {
+        rbd::list(&self.io)
+            .map(drop)
+            .map_err(|source| RbdBackupError::Connect {
+                pool: self.pool().to_string(),
+                source,
+            })
+    }
+
     /// The configuration.
     pub fn config(&self) -> &RbdBackupConfig {
         &self.config

@@ -69,10 +69,15 @@ impl CephConnection {
         match listed {
             Ok(_) => Ok(()),
             Err(e) => {
-                *self.lock() = None;
+                self.reset();
                 Err(e.to_string())
             }
         }
+    }
+
+    /// Drops the connection; the next use connects anew.
+    pub(crate) fn reset(&self) {
+        *self.lock() = None;
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Rados>> {

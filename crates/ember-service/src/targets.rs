@@ -47,7 +47,7 @@ impl BackupTarget {
             BackupTarget::Repository(repo) => {
                 repo.backup_ids().map(drop).map_err(|e| e.to_string())
             }
-            BackupTarget::Ceph(ceph) => ceph.driver().map(drop).map_err(|e| e.to_string()),
+            BackupTarget::Ceph(ceph) => ceph.check(),
         }
     }
 }
@@ -98,6 +98,20 @@ impl CephBackups {
         );
         *driver = Some(connected.clone());
         Ok(connected)
+    }
+
+    /// Connects if needed and lists the backup pool; a failure drops the
+    /// connection, so the next use connects anew.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let checked = self.driver().and_then(|driver| {
+            driver
+                .check()
+                .map_err(|e| ServiceError::Backend(e.to_string()))
+        });
+        checked.map_err(|e| {
+            self.reset();
+            e.to_string()
+        })
     }
 
     /// Drops the connection after a failure that may be the cluster's, so

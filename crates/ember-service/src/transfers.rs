@@ -175,7 +175,7 @@ impl Ember {
             &job.progress,
             &job.cancel,
         )
-        .map_err(engine_failure)?;
+        .map_err(|e| self.engine_failure(e))?;
         Ok(BackupDone {
             size: info.volume_size,
             object_count: info.stats.new_chunks as i64,
@@ -201,14 +201,14 @@ impl Ember {
             ParentChoice::Backup(parent) => Some(parent),
             _ => None,
         };
-        let plan =
-            RbdBackupPlan::prepare(repo, &image, spec, id, parent).map_err(engine_failure)?;
+        let plan = RbdBackupPlan::prepare(repo, &image, spec, id, parent)
+            .map_err(|e| self.engine_failure(e))?;
         if let Some(Err(why)) = &plan.diff_base {
             tracing::info!(backup = %id, "RBD diff not used: {why}; reading the whole snapshot");
         }
         let done = plan
             .open_source(io, spec)
-            .map_err(engine_failure)
+            .map_err(|e| self.engine_failure(e))
             .and_then(|source| self.repository_backup(repo, &source, &request, job));
         match &done {
             Ok(_) => {
@@ -309,17 +309,44 @@ impl Ember {
         done
     }
 
+    /// The text of a failed Ceph driver operation; a failure that may be
+    /// the connections' drops them (see [`Ember::reconnect_ceph`]).
     fn ceph_failure(&self, e: RbdBackupError) -> String {
+        if matches!(e, RbdBackupError::Cancelled) {
+            return CANCELLED.to_string();
+        }
+        if e.is_connection_failure() {
+            self.reconnect_ceph();
+        }
+        e.to_string()
+    }
+
+    /// The text of a failed engine operation (`cancelled` for a cancelled
+    /// one); a Ceph failure that may be the connection's drops it.
+    fn engine_failure(&self, e: EngineError) -> String {
         match e {
-            RbdBackupError::Cancelled => CANCELLED.to_string(),
-            other => {
-                if let BackupTarget::Ceph(ceph) = &self.target {
-                    if matches!(other, RbdBackupError::Connect { .. }) {
-                        ceph.reset();
-                    }
-                }
-                other.to_string()
+            EngineError::Cancelled => CANCELLED.to_string(),
+            EngineError::Volume(ember_volume::VolumeError::Ceph(ceph))
+                if ceph.is_connection_failure() =>
+            {
+                self.reconnect_ceph();
+                ceph.to_string()
             }
+            other => other.to_string(),
+        }
+    }
+
+    /// Drops the Ceph connections (volumes' and backup target's), so that
+    /// the next operation connects anew: after an outage a client may hold
+    /// a stale exclusive lock on an image that only a new client (a new
+    /// address) can break.
+    fn reconnect_ceph(&self) {
+        tracing::warn!("dropping the Ceph connections after a failure; the next use reconnects");
+        if let Volumes::Rbd(rbd) = &self.volumes {
+            rbd.connection().reset();
+        }
+        if let BackupTarget::Ceph(ceph) = &self.target {
+            ceph.reset();
         }
     }
 
@@ -341,7 +368,7 @@ impl Ember {
                     .map_err(|e| e.to_string())?;
                 run_restore(repo, &id, target, self.tuning(), &job.progress, &job.cancel)
                     .map(drop)
-                    .map_err(engine_failure)
+                    .map_err(|e| self.engine_failure(e))
             }
             BackupTarget::Ceph(_) => {
                 let driver = self.ceph_driver()?;
@@ -442,14 +469,6 @@ impl Ember {
                 None => Err(format!("backup {id} is not in the backup pool")),
             },
         }
-    }
-}
-
-/// The text of a failed engine operation (`cancelled` for a cancelled one).
-fn engine_failure(e: EngineError) -> String {
-    match e {
-        EngineError::Cancelled => CANCELLED.to_string(),
-        other => other.to_string(),
     }
 }
 
