@@ -189,7 +189,26 @@ impl Database {
         expected: &[&str],
         new: &str,
     ) -> Result<bool, MetaError> {
-        self.compare_and_set_status(&TABLE, id, expected, new).await
+        self.compare_and_set_status(&TABLE, id, expected, new, &[])
+            .await
+    }
+
+    /// Like [`Database::set_backup_status`], and sets the failure reason
+    /// in the same statement (with no objects), so that no reader sees the
+    /// failed status without its reason.
+    pub async fn fail_backup(
+        &self,
+        id: &str,
+        expected: &[&str],
+        new: &str,
+        reason: &str,
+    ) -> Result<bool, MetaError> {
+        let also = [
+            ("fail_reason", Value::Text(reason.to_owned())),
+            ("object_count", Value::Int(0)),
+        ];
+        self.compare_and_set_status(&TABLE, id, expected, new, &also)
+            .await
     }
 
     /// Deletes backup `id` softly (status `deleted`, id stays taken).

@@ -127,7 +127,8 @@ impl Database {
         expected: &[&str],
         new: &str,
     ) -> Result<bool, MetaError> {
-        self.compare_and_set_status(&TABLE, id, expected, new).await
+        self.compare_and_set_status(&TABLE, id, expected, new, &[])
+            .await
     }
 
     /// Deletes snapshot `id` softly (status `deleted`, id stays taken).

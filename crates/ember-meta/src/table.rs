@@ -255,13 +255,17 @@ impl Database {
         id: &str,
         expected: &[&str],
         new: &str,
+        also: &[(&str, Value)],
     ) -> Result<bool, MetaError> {
         if expected.is_empty() {
             return Ok(false);
         }
         let mut sql = Sql::new(&format!("UPDATE {} SET status = ", table.name));
-        sql.bind(Value::Text(new.to_owned()))
-            .push(", updated_at = ")
+        sql.bind(Value::Text(new.to_owned()));
+        for (column, value) in also {
+            sql.push(&format!(", {column} = ")).bind(value.clone());
+        }
+        sql.push(", updated_at = ")
             .bind(Value::Text(encode_ts(&Utc::now())?))
             .push(" WHERE deleted = 0 AND id = ")
             .bind(Value::Text(id.to_owned()))

@@ -141,7 +141,8 @@ impl Database {
         expected: &[&str],
         new: &str,
     ) -> Result<bool, MetaError> {
-        self.compare_and_set_status(&TABLE, id, expected, new).await
+        self.compare_and_set_status(&TABLE, id, expected, new, &[])
+            .await
     }
 
     /// Deletes volume `id` softly: it disappears from gets and lists, its

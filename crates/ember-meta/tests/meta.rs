@@ -1054,6 +1054,33 @@ async fn backups(db: &Database) {
     changed.fail_reason = Some("why".into());
     changed.updated_at = now.updated_at;
 
+    // A failure: the status and its reason in one step, or neither.
+    let status = changed.status.clone();
+    assert!(!db
+        .fail_backup("b-crud", &["no-such-status"], "error", "nope")
+        .await
+        .expect("fail"));
+    assert!(db
+        .fail_backup("b-crud", &[status.as_str()], "error", "disk on fire")
+        .await
+        .expect("fail"));
+    let now = db.get_backup("b-crud").await.expect("get").expect("exists");
+    assert_eq!(
+        (
+            now.status.as_str(),
+            now.fail_reason.as_deref(),
+            now.object_count
+        ),
+        ("error", Some("disk on fire"), 0)
+    );
+    assert!(db
+        .set_backup_status("b-crud", &["error"], &status)
+        .await
+        .expect("back"));
+    db.set_backup_outcome("b-crud", 77, Some("why"))
+        .await
+        .expect("outcome back");
+
     // Kind: the parent and why a backup is full, nothing else.
     db.set_backup_kind("b-crud", None, Some("no diff"))
         .await

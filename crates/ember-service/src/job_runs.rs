@@ -235,9 +235,7 @@ impl Ember {
         } else {
             "error"
         };
-        if self.db.set_backup_status(id, &[from], status).await? {
-            ignore_missing(self.db.set_backup_outcome(id, 0, Some(reason)).await)?;
-        }
+        self.db.fail_backup(id, &[from], status, reason).await?;
         Ok(())
     }
 
