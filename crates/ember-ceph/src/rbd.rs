@@ -18,6 +18,33 @@ use crate::rados::{IoCtx, Rados};
 /// `int` (bytes moved), so larger requests are split.
 const MAX_CALL_BYTES: usize = 1 << 30;
 
+/// `len` bytes at image offset `offset` as the pieces of at most
+/// [`MAX_CALL_BYTES`] handed to one call: `(image offset, offset in the
+/// buffer, length)`.
+fn split_call(offset: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize)> {
+    (0..len)
+        .step_by(MAX_CALL_BYTES)
+        .map(move |from| (offset + from as u64, from, (len - from).min(MAX_CALL_BYTES)))
+}
+
+/// The asynchronous I/Os [`Image::read_many`] and [`Image::write_many`]
+/// drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Aio {
+    Read,
+    Write,
+}
+
+impl Aio {
+    /// The librbd call, as errors name it.
+    fn call(self) -> &'static str {
+        match self {
+            Aio::Read => "rbd_aio_read2",
+            Aio::Write => "rbd_aio_write2",
+        }
+    }
+}
+
 /// RBD image feature bits (librbd's `RBD_FEATURE_*`), combined with `|`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Features(pub u64);
@@ -624,74 +651,121 @@ impl Image {
     /// any order: overlapping ones need `depth` 1. A write reaching past the
     /// end of the image is refused before anything is written.
     pub fn write_many(&self, writes: &[(u64, &[u8])], depth: usize) -> Result<(), CephError> {
+        let mut pieces = Vec::with_capacity(writes.len());
+        for &(offset, data) in writes {
+            for (at, from, len) in split_call(offset, data.len()) {
+                // Only read through: rbd_aio_write2 takes a const pointer.
+                pieces.push((at, data[from..].as_ptr().cast_mut(), len));
+            }
+        }
+        self.aio_many(Aio::Write, pieces, depth)
+    }
+
+    /// Fills every `(offset, buf)` of `reads`, up to `depth` reads in flight
+    /// at once (librbd's asynchronous reads), and returns when all are done
+    /// — after a failure too, with the first error. The effect of
+    /// [`Image::read`] for each, without a round trip per read: for many
+    /// scattered reads, or large sequential ones overlapped. Unwritten
+    /// ranges read as zeros. A read reaching past the end of the image is
+    /// refused before anything is read; a read that returns fewer bytes
+    /// than asked fails ([`CephError::Short`]).
+    pub fn read_many(&self, reads: &mut [(u64, &mut [u8])], depth: usize) -> Result<(), CephError> {
+        let mut pieces = Vec::with_capacity(reads.len());
+        for (offset, buf) in reads.iter_mut() {
+            // One pointer per buffer, offset for each piece: re-borrowing
+            // the buffer per piece would invalidate the earlier pointers.
+            let base = buf.as_mut_ptr();
+            for (at, from, len) in split_call(*offset, buf.len()) {
+                pieces.push((at, base.wrapping_add(from), len));
+            }
+        }
+        self.aio_many(Aio::Read, pieces, depth)
+    }
+
+    /// Runs `pieces` — `(image offset, buffer, length)`, each at most
+    /// [`MAX_CALL_BYTES`] and its buffer borrowed by the caller for the
+    /// whole call — as asynchronous `kind` I/Os, up to `depth` in flight,
+    /// and waits for all of them. Pieces reaching past the end of the image
+    /// are refused before any is started.
+    fn aio_many(
+        &self,
+        kind: Aio,
+        pieces: Vec<(u64, *mut u8, usize)>,
+        depth: usize,
+    ) -> Result<(), CephError> {
         let size = self.size()?;
-        if let Some(&(offset, data)) = writes
+        if let Some(&(offset, _, len)) = pieces
             .iter()
-            .find(|(offset, data)| offset.saturating_add(data.len() as u64) > size)
+            .find(|&&(offset, _, len)| offset.saturating_add(len as u64) > size)
         {
             return Err(CephError::Short {
-                call: "rbd_aio_write2",
+                call: kind.call(),
                 target: self.target(),
                 offset,
-                asked: data.len() as u64,
+                asked: len as u64,
                 done: 0,
             });
         }
-        let pieces = writes.iter().flat_map(|&(offset, data)| {
-            data.chunks(MAX_CALL_BYTES).scan(offset, |at, piece| {
-                let this = *at;
-                *at += piece.len() as u64;
-                Some((this, piece))
-            })
-        });
-        let mut in_flight: VecDeque<(ffi::rbd_completion_t, u64)> = VecDeque::new();
+        let mut in_flight: VecDeque<(ffi::rbd_completion_t, u64, usize)> = VecDeque::new();
         let mut first_error: Option<CephError> = None;
-        for (offset, piece) in pieces {
+        for (offset, buf, len) in pieces {
             if in_flight.len() >= depth.max(1) {
-                if let Some((completion, at)) = in_flight.pop_front() {
-                    self.finish_write(completion, at, &mut first_error);
+                if let Some((completion, at, len)) = in_flight.pop_front() {
+                    self.finish_aio(kind, completion, at, len, &mut first_error);
                 }
             }
             if first_error.is_some() {
                 break;
             }
-            match self.start_write(offset, piece) {
-                Ok(completion) => in_flight.push_back((completion, offset)),
+            match self.start_aio(kind, offset, buf, len) {
+                Ok(completion) => in_flight.push_back((completion, offset, len)),
                 Err(e) => first_error = Some(e),
             }
         }
-        // Every buffer stays borrowed until its write is done.
-        while let Some((completion, at)) = in_flight.pop_front() {
-            self.finish_write(completion, at, &mut first_error);
+        // Every buffer stays borrowed until its I/O is done.
+        while let Some((completion, at, len)) = in_flight.pop_front() {
+            self.finish_aio(kind, completion, at, len, &mut first_error);
         }
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Starts an asynchronous write of `piece` at `offset`; the caller
-    /// keeps `piece` alive until [`Image::finish_write`] returns.
-    fn start_write(&self, offset: u64, piece: &[u8]) -> Result<ffi::rbd_completion_t, CephError> {
+    /// Starts an asynchronous `kind` I/O of `len` bytes at `offset` on
+    /// `buf`; the caller keeps `buf` alive (and, for a read, unaliased)
+    /// until [`Image::finish_aio`] returns.
+    fn start_aio(
+        &self,
+        kind: Aio,
+        offset: u64,
+        buf: *mut u8,
+        len: usize,
+    ) -> Result<ffi::rbd_completion_t, CephError> {
         let mut completion: ffi::rbd_completion_t = ptr::null_mut();
         // SAFETY: no callback, an out-pointer.
         let ret = unsafe { ffi::rbd_aio_create_completion(ptr::null_mut(), None, &mut completion) };
         check(ret, "rbd_aio_create_completion", || self.target())?;
-        // SAFETY: open image, a buffer of piece.len() bytes that the caller
-        // keeps alive until the completion is waited for, a fresh
-        // completion.
+        // SAFETY: open image, a buffer of `len` bytes that the caller keeps
+        // alive (and, for a read, writable and unaliased) until the
+        // completion is waited for, a fresh completion.
         let ret = unsafe {
-            ffi::rbd_aio_write2(
-                self.ptr,
-                offset,
-                piece.len(),
-                piece.as_ptr().cast::<c_char>(),
-                completion,
-                0,
-            )
+            match kind {
+                Aio::Read => {
+                    ffi::rbd_aio_read2(self.ptr, offset, len, buf.cast::<c_char>(), completion, 0)
+                }
+                Aio::Write => ffi::rbd_aio_write2(
+                    self.ptr,
+                    offset,
+                    len,
+                    buf.cast_const().cast::<c_char>(),
+                    completion,
+                    0,
+                ),
+            }
         };
         if ret < 0 {
             // SAFETY: created above, never submitted.
             unsafe { ffi::rbd_aio_release(completion) };
             return Err(CephError::call(
-                "rbd_aio_write2",
+                kind.call(),
                 format!("{} at {offset}", self.target()),
                 ret.into(),
             ));
@@ -699,12 +773,15 @@ impl Image {
         Ok(completion)
     }
 
-    /// Waits for an asynchronous write and releases its completion, keeping
-    /// its error if it is the first.
-    fn finish_write(
+    /// Waits for an asynchronous I/O of `len` bytes and releases its
+    /// completion, keeping its error (or, for a read, its shortness) if it
+    /// is the first.
+    fn finish_aio(
         &self,
+        kind: Aio,
         completion: ffi::rbd_completion_t,
         offset: u64,
+        len: usize,
         first_error: &mut Option<CephError>,
     ) {
         // SAFETY: a submitted completion, waited for and released once.
@@ -714,12 +791,23 @@ impl Image {
             ffi::rbd_aio_release(completion);
             ret
         };
-        if ret < 0 && first_error.is_none() {
+        if first_error.is_some() {
+            return;
+        }
+        if ret < 0 {
             *first_error = Some(CephError::call(
-                "rbd_aio_write2",
+                kind.call(),
                 format!("{} at {offset}", self.target()),
                 ret as i64,
             ));
+        } else if kind == Aio::Read && (ret as usize) < len {
+            *first_error = Some(CephError::Short {
+                call: kind.call(),
+                target: self.target(),
+                offset,
+                asked: len as u64,
+                done: ret as u64,
+            });
         }
     }
 
