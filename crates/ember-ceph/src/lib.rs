@@ -38,7 +38,7 @@ pub use rados::{
 };
 pub use rbd::{
     CreateOptions, DiffError, DiffExtent, DiffOptions, Features, Image, ImageInfo, ImageSpec,
-    SnapInfo,
+    SnapInfo, WriteQueue,
 };
 
 /// Whether librados and librbd were linked; `false` in a build without them,

@@ -1042,6 +1042,145 @@ impl Image {
     }
 }
 
+/// Writes that return before they are done: each is copied into a buffer
+/// of the queue's own and handed to librbd asynchronously, up to `depth` in
+/// flight; a write waits only when that many are. For a writer that
+/// produces its data piece by piece (a restore) and would otherwise wait a
+/// round trip to the cluster for each.
+///
+/// A failed write is reported by a later [`WriteQueue::write`] or by
+/// [`WriteQueue::drain`] (then the queue refuses further writes); dropping
+/// the queue waits for the writes in flight and ignores their errors.
+/// Writes in flight together may land in any order: give overlapping
+/// writes their own [`WriteQueue::drain`].
+pub struct WriteQueue {
+    /// Declared before the image: waited for before it is closed.
+    in_flight: InFlight,
+    image: Image,
+    /// The image's size: writes past it are refused (librbd would clip).
+    size: u64,
+    depth: usize,
+    /// Buffers of finished writes, to copy the next ones into.
+    spare: Vec<Vec<u8>>,
+    first_error: Option<CephError>,
+}
+
+/// Asynchronous writes in flight: completions with their offsets and the
+/// buffers they write from. Dropped, it waits for each (librbd reads the
+/// buffers until the write is done).
+struct InFlight(VecDeque<(ffi::rbd_completion_t, u64, Vec<u8>)>);
+
+// SAFETY: the completions are librbd objects without thread affinity, the
+// buffers are owned; like an `Image`, the queue that holds them is used by
+// one thread at a time.
+unsafe impl Send for InFlight {}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        for (completion, _, _) in self.0.drain(..) {
+            // SAFETY: a submitted completion, waited for and released once.
+            unsafe {
+                ffi::rbd_aio_wait_for_complete(completion);
+                ffi::rbd_aio_release(completion);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for WriteQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteQueue")
+            .field("image", &self.image.target())
+            .field("in_flight", &self.in_flight.0.len())
+            .finish()
+    }
+}
+
+impl WriteQueue {
+    /// A queue writing to `image`, up to `depth` writes (at least one) in
+    /// flight.
+    pub fn new(image: Image, depth: usize) -> Result<Self, CephError> {
+        let size = image.size()?;
+        Ok(WriteQueue {
+            image,
+            size,
+            depth: depth.max(1),
+            in_flight: InFlight(VecDeque::new()),
+            spare: Vec::new(),
+            first_error: None,
+        })
+    }
+
+    /// The image, for calls that do not overlap the queued writes (zeroing
+    /// other ranges, reading its size).
+    pub fn image(&self) -> &Image {
+        &self.image
+    }
+
+    /// Starts writing a copy of `data` at `offset`, first waiting for the
+    /// oldest writes while `depth` are in flight. Fails with the error of
+    /// an earlier write, or at once for a write reaching past the end of
+    /// the image.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), CephError> {
+        if offset.saturating_add(data.len() as u64) > self.size {
+            return Err(CephError::Short {
+                call: Aio::Write.call(),
+                target: self.image.target(),
+                offset,
+                asked: data.len() as u64,
+                done: 0,
+            });
+        }
+        for (at, from, len) in split_call(offset, data.len()) {
+            while self.in_flight.0.len() >= self.depth {
+                self.finish_oldest();
+            }
+            if let Some(e) = &self.first_error {
+                return Err(e.clone());
+            }
+            let mut buf = self.spare.pop().unwrap_or_default();
+            buf.clear();
+            buf.extend_from_slice(&data[from..from + len]);
+            let completion = match self.image.start_aio(Aio::Write, at, buf.as_mut_ptr(), len) {
+                Ok(completion) => completion,
+                Err(e) => {
+                    self.first_error = Some(e.clone());
+                    return Err(e);
+                }
+            };
+            self.in_flight.0.push_back((completion, at, buf));
+        }
+        Ok(())
+    }
+
+    /// Waits for every write in flight; the first error of any write so
+    /// far, if one failed.
+    pub fn drain(&mut self) -> Result<(), CephError> {
+        while !self.in_flight.0.is_empty() {
+            self.finish_oldest();
+        }
+        match &self.first_error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Drains the queue ([`WriteQueue::drain`]) and hands the image back.
+    pub fn into_image(mut self) -> Result<Image, CephError> {
+        self.drain()?;
+        Ok(self.image)
+    }
+
+    /// Waits for the oldest write in flight and keeps its buffer.
+    fn finish_oldest(&mut self) {
+        if let Some((completion, at, buf)) = self.in_flight.0.pop_front() {
+            self.image
+                .finish_aio(Aio::Write, completion, at, buf.len(), &mut self.first_error);
+            self.spare.push(buf);
+        }
+    }
+}
+
 /// The version of the librbd the program runs with (major, minor, extra);
 /// all zeros in a build without it.
 pub fn rbd_version() -> (i32, i32, i32) {

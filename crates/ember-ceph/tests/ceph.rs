@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ember_ceph::{
     rbd, CephConfig, CephError, CreateOptions, DiffError, DiffExtent, DiffOptions, Features, Image,
-    IoCtx, ReadOp, WriteOp, XattrCmp,
+    IoCtx, ReadOp, WriteOp, WriteQueue, XattrCmp,
 };
 
 const KIB: u64 = 1024;
@@ -1284,4 +1284,45 @@ fn read_many_reads_scattered_and_large_pieces_asynchronously() {
     assert!(inside.iter().all(|&b| b == 0xAA));
     drop(snapshot);
     image.snap_remove(&snap).expect("snap rm");
+}
+
+#[test]
+fn write_queue_writes_copies_in_flight_and_reports_failures() {
+    let Some(cluster) = cluster("write_queue") else {
+        return;
+    };
+    let io = cluster.connect("volumes");
+    let size = 16 * MIB;
+    let guard = ImageGuard::create(&io, &unique("aio-queue"), size, &CreateOptions::default());
+    let mut queue = WriteQueue::new(guard.open(), 4).expect("queue");
+    let mut expected = vec![0u8; size as usize];
+    // The caller's buffer is reused at once: the queue wrote a copy.
+    let mut buf = Vec::new();
+    for i in 0..48u64 {
+        let offset = i * 320 * KIB;
+        buf.clear();
+        buf.extend(pattern(i, 96 * KIB as usize));
+        queue.write(offset, &buf).expect("write");
+        expected[offset as usize..offset as usize + buf.len()].copy_from_slice(&buf);
+    }
+    let err = queue
+        .write(size - 4 * KIB, &[1u8; 8192])
+        .expect_err("past the end");
+    assert!(matches!(err, CephError::Short { done: 0, .. }), "{err}");
+    let image = queue.into_image().expect("drain");
+    assert!(read_at(&image, 0, size as usize) == expected);
+    drop(image);
+
+    // A failed write (a read-only handle) is reported by a later call.
+    let read_only = Image::open_read_only(&io, &guard.name, None).expect("open");
+    let mut queue = WriteQueue::new(read_only, 2).expect("queue");
+    let failed = (0..4u64)
+        .map(|i| queue.write(i * MIB, &[7u8; 4096]))
+        .find_map(Result::err)
+        .unwrap_or_else(|| queue.drain().expect_err("EROFS"));
+    assert!(
+        matches!(failed, CephError::Call { call: "rbd_aio_write2", errno, .. } if errno == 30),
+        "{failed}"
+    );
+    assert!(queue.drain().is_err(), "the failure stays");
 }

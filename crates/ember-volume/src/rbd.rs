@@ -3,12 +3,13 @@
 //! An [`Image`] handle is `Send` but not `Sync`, so each side keeps one
 //! handle under a mutex: the backup engine reads from a single reader
 //! thread (with many asynchronous reads in flight), and the restore engine
-//! already takes turns writing.
+//! already takes turns writing (through a [`WriteQueue`], so a write
+//! returns before the cluster has it).
 
 use std::panic::resume_unwind;
 use std::sync::Mutex;
 
-use ember_ceph::{rbd, CreateOptions, DiffExtent, DiffOptions, Image, IoCtx, Rados};
+use ember_ceph::{rbd, CreateOptions, DiffExtent, DiffOptions, Image, IoCtx, Rados, WriteQueue};
 use ember_types::BackupId;
 
 use crate::{RestoreTarget, VolumeError, VolumeSource};
@@ -16,6 +17,10 @@ use crate::{RestoreTarget, VolumeError, VolumeSource};
 /// Reads an [`RbdSource`] keeps in flight: each waits on a round trip to
 /// an OSD, so one at a time leaves the cluster and the workers idle.
 const READS_IN_FLIGHT: usize = 32;
+
+/// Writes an [`RbdTarget`] keeps in flight, each holding a copy of up to a
+/// restore batch (1 MiB by default).
+const WRITES_IN_FLIGHT: usize = 16;
 
 /// What an [`RbdSource`] compares against to report unchanged ranges: the
 /// snapshot of the same image that an earlier backup read.
@@ -262,7 +267,7 @@ impl Drop for RemoveOnDrop {
 /// whose bytes beyond the backup are zeroed (`restore_discard_excess_bytes`).
 #[derive(Debug)]
 pub struct RbdTarget {
-    image: Mutex<Image>,
+    image: Mutex<WriteQueue>,
     label: String,
     size: u64,
     data_size: u64,
@@ -286,7 +291,7 @@ impl RbdTarget {
         let image = Image::open(io, name)?;
         Ok(RbdTarget {
             label: format!("rbd:{}", image.target()),
-            image: Mutex::new(image),
+            image: Mutex::new(WriteQueue::new(image, WRITES_IN_FLIGHT)?),
             size: data_size,
             data_size,
             fresh: true,
@@ -308,7 +313,7 @@ impl RbdTarget {
             });
         }
         Ok(RbdTarget {
-            image: Mutex::new(image),
+            image: Mutex::new(WriteQueue::new(image, WRITES_IN_FLIGHT)?),
             label,
             size,
             data_size,
@@ -317,7 +322,7 @@ impl RbdTarget {
         })
     }
 
-    fn image(&self) -> std::sync::MutexGuard<'_, Image> {
+    fn image(&self) -> std::sync::MutexGuard<'_, WriteQueue> {
         self.image.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -335,6 +340,8 @@ impl RestoreTarget for RbdTarget {
         self.fresh
     }
 
+    /// Returns once the write is started (a failure is reported by a
+    /// later write or by [`RestoreTarget::finish`]).
     fn write_at(&self, data: &[u8], offset: u64) -> Result<(), VolumeError> {
         Ok(self.image().write(offset, data)?)
     }
@@ -344,14 +351,15 @@ impl RestoreTarget for RbdTarget {
         if self.fresh || len == 0 {
             return Ok(());
         }
-        Ok(self.image().write_zeroes(offset, len)?)
+        Ok(self.image().image().write_zeroes(offset, len)?)
     }
 
-    /// Zeroes the tail, flushes and closes the image; a new image is kept
-    /// from then on.
+    /// Waits for the writes in flight, zeroes the tail, flushes and
+    /// closes the image; a new image is kept from then on.
     fn finish(mut self: Box<Self>) -> Result<(), VolumeError> {
+        self.image().drain()?;
         self.zero(self.data_size, self.size - self.data_size)?;
-        self.image().flush()?;
+        self.image().image().flush()?;
         if let Some(remove) = &mut self.remove_unfinished {
             remove.armed = false;
         }
@@ -359,6 +367,7 @@ impl RestoreTarget for RbdTarget {
         this.image
             .into_inner()
             .unwrap_or_else(|p| p.into_inner())
+            .into_image()?
             .close()?;
         Ok(())
     }
