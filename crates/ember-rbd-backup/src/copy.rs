@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-use ember_ceph::{Image, IoCtx};
+use ember_ceph::{Image, IoCtx, WriteQueue};
 use ember_volume::{Source, Target, VolumeSource as _};
 
 use crate::ranges::total;
@@ -21,6 +21,10 @@ const QUEUED: usize = 2 * READERS;
 /// Writes in flight at once on an RBD image: an image with exclusive-lock
 /// has one writer, so its writes are asynchronous rather than parallel.
 const WRITE_DEPTH: usize = 16;
+/// Bytes a copy into an RBD image keeps in flight ([`copy_into_image`]),
+/// copied out of the pieces read: the writer goes on to the next piece
+/// meanwhile.
+const WRITE_BYTES: usize = 32 << 20;
 /// Granularity of the zero detection.
 const BLOCK: usize = 4 << 10;
 /// Shorter runs of zeros between data are written with it: one call
@@ -196,6 +200,17 @@ impl Sink for Image {
     }
 }
 
+impl Sink for WriteQueue {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), RbdBackupError> {
+        Ok(self.write(offset, data)?)
+    }
+
+    /// As for [`Image`]; the ranges zeroed are not those written.
+    fn zero(&mut self, offset: u64, len: u64) -> Result<(), RbdBackupError> {
+        Ok(self.image().write_zeroes(offset, len)?)
+    }
+}
+
 /// A file or block device source: `pread` is thread-safe, so the readers
 /// share it.
 struct SourceReader<'a>(&'a Source);
@@ -281,6 +296,22 @@ pub(crate) fn copy(
             other => other,
         }
     })
+}
+
+/// [`copy`] into `image` with its writes in flight while the next pieces
+/// are handled (up to [`WRITE_BYTES`]); returns the image once every write
+/// is done.
+pub(crate) fn copy_into_image(
+    origin: &dyn Origin,
+    image: Image,
+    plan: &Plan,
+    chunk_size: usize,
+    control: &Control<'_>,
+) -> Result<(TransferStats, Image), RbdBackupError> {
+    let depth = (WRITE_BYTES / chunk_size.max(1)).clamp(2, WRITE_DEPTH);
+    let mut queue = WriteQueue::new(image, depth)?;
+    let stats = copy(origin, &mut queue, plan, chunk_size, control)?;
+    Ok((stats, queue.into_image()?))
 }
 
 /// A reader thread: takes the next piece, reads it, hands it over, until
