@@ -1043,8 +1043,9 @@ impl Image {
 }
 
 /// Writes that return before they are done: each is copied into a buffer
-/// of the queue's own and handed to librbd asynchronously, up to `depth` in
-/// flight; a write waits only when that many are. For a writer that
+/// of the queue's own and handed to librbd asynchronously, up to `depth`
+/// writes and `max_bytes` bytes in flight; a write waits only when either
+/// is reached. For a writer that
 /// produces its data piece by piece (a restore) and would otherwise wait a
 /// round trip to the cluster for each.
 ///
@@ -1060,6 +1061,9 @@ pub struct WriteQueue {
     /// The image's size: writes past it are refused (librbd would clip).
     size: u64,
     depth: usize,
+    max_bytes: usize,
+    /// Bytes of the writes in flight.
+    bytes: usize,
     /// Buffers of finished writes, to copy the next ones into.
     spare: Vec<Vec<u8>>,
     first_error: Option<CephError>,
@@ -1097,14 +1101,16 @@ impl std::fmt::Debug for WriteQueue {
 }
 
 impl WriteQueue {
-    /// A queue writing to `image`, up to `depth` writes (at least one) in
-    /// flight.
-    pub fn new(image: Image, depth: usize) -> Result<Self, CephError> {
+    /// A queue writing to `image`, up to `depth` writes and `max_bytes`
+    /// bytes in flight (always at least one write, whatever its size).
+    pub fn new(image: Image, depth: usize, max_bytes: usize) -> Result<Self, CephError> {
         let size = image.size()?;
         Ok(WriteQueue {
             image,
             size,
             depth: depth.max(1),
+            max_bytes,
+            bytes: 0,
             in_flight: InFlight(VecDeque::new()),
             spare: Vec::new(),
             first_error: None,
@@ -1118,7 +1124,8 @@ impl WriteQueue {
     }
 
     /// Starts writing a copy of `data` at `offset`, first waiting for the
-    /// oldest writes while `depth` are in flight. Fails with the error of
+    /// oldest writes while `depth` are in flight or it would take the bytes
+    /// in flight past `max_bytes`. Fails with the error of
     /// an earlier write, or at once for a write reaching past the end of
     /// the image.
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), CephError> {
@@ -1132,7 +1139,9 @@ impl WriteQueue {
             });
         }
         for (at, from, len) in split_call(offset, data.len()) {
-            while self.in_flight.0.len() >= self.depth {
+            while !self.in_flight.0.is_empty()
+                && (self.in_flight.0.len() >= self.depth || self.bytes + len > self.max_bytes)
+            {
                 self.finish_oldest();
             }
             if let Some(e) = &self.first_error {
@@ -1148,6 +1157,7 @@ impl WriteQueue {
                     return Err(e);
                 }
             };
+            self.bytes += len;
             self.in_flight.0.push_back((completion, at, buf));
         }
         Ok(())
@@ -1174,6 +1184,7 @@ impl WriteQueue {
     /// Waits for the oldest write in flight and keeps its buffer.
     fn finish_oldest(&mut self) {
         if let Some((completion, at, buf)) = self.in_flight.0.pop_front() {
+            self.bytes -= buf.len();
             self.image
                 .finish_aio(Aio::Write, completion, at, buf.len(), &mut self.first_error);
             self.spare.push(buf);

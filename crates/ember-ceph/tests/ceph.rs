@@ -1294,7 +1294,7 @@ fn write_queue_writes_copies_in_flight_and_reports_failures() {
     let io = cluster.connect("volumes");
     let size = 16 * MIB;
     let guard = ImageGuard::create(&io, &unique("aio-queue"), size, &CreateOptions::default());
-    let mut queue = WriteQueue::new(guard.open(), 4).expect("queue");
+    let mut queue = WriteQueue::new(guard.open(), 4, 256 * KIB as usize).expect("queue");
     let mut expected = vec![0u8; size as usize];
     // The caller's buffer is reused at once: the queue wrote a copy.
     let mut buf = Vec::new();
@@ -1315,7 +1315,7 @@ fn write_queue_writes_copies_in_flight_and_reports_failures() {
 
     // A failed write (a read-only handle) is reported by a later call.
     let read_only = Image::open_read_only(&io, &guard.name, None).expect("open");
-    let mut queue = WriteQueue::new(read_only, 2).expect("queue");
+    let mut queue = WriteQueue::new(read_only, 2, MIB as usize).expect("queue");
     let failed = (0..4u64)
         .map(|i| queue.write(i * MIB, &[7u8; 4096]))
         .find_map(Result::err)

@@ -19,8 +19,9 @@ use crate::{RestoreTarget, VolumeError, VolumeSource};
 const READS_IN_FLIGHT: usize = 32;
 
 /// Writes an [`RbdTarget`] keeps in flight, each holding a copy of up to a
-/// restore batch (1 MiB by default).
+/// restore batch (1 MiB by default), and their most bytes.
 const WRITES_IN_FLIGHT: usize = 16;
+const WRITE_BYTES_IN_FLIGHT: usize = 16 << 20;
 
 /// What an [`RbdSource`] compares against to report unchanged ranges: the
 /// snapshot of the same image that an earlier backup read.
@@ -291,7 +292,11 @@ impl RbdTarget {
         let image = Image::open(io, name)?;
         Ok(RbdTarget {
             label: format!("rbd:{}", image.target()),
-            image: Mutex::new(WriteQueue::new(image, WRITES_IN_FLIGHT)?),
+            image: Mutex::new(WriteQueue::new(
+                image,
+                WRITES_IN_FLIGHT,
+                WRITE_BYTES_IN_FLIGHT,
+            )?),
             size: data_size,
             data_size,
             fresh: true,
@@ -313,7 +318,11 @@ impl RbdTarget {
             });
         }
         Ok(RbdTarget {
-            image: Mutex::new(WriteQueue::new(image, WRITES_IN_FLIGHT)?),
+            image: Mutex::new(WriteQueue::new(
+                image,
+                WRITES_IN_FLIGHT,
+                WRITE_BYTES_IN_FLIGHT,
+            )?),
             label,
             size,
             data_size,
