@@ -5,7 +5,7 @@ use std::ffi::{c_int, CString};
 use nix::errno::Errno;
 
 /// Why a librados or librbd operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum CephError {
     /// A librados/librbd call returned an error code, e.g.
     /// `rbd_open volumes/volume-x: No such file or directory (errno 2)`.

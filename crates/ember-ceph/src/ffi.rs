@@ -207,6 +207,7 @@ ceph_ffi! { "rbd";
     pub fn rbd_write_zeroes(image: rbd_image_t, ofs: u64, len: usize, zero_flags: c_int, op_flags: c_int) -> isize;
     pub fn rbd_flush(image: rbd_image_t) -> c_int;
     pub fn rbd_aio_create_completion(cb_arg: *mut c_void, complete_cb: Option<rbd_callback_t>, c: *mut rbd_completion_t) -> c_int;
+    pub fn rbd_aio_read2(image: rbd_image_t, off: u64, len: usize, buf: *mut c_char, c: rbd_completion_t, op_flags: c_int) -> c_int;
     pub fn rbd_aio_write2(image: rbd_image_t, off: u64, len: usize, buf: *const c_char, c: rbd_completion_t, op_flags: c_int) -> c_int;
     pub fn rbd_aio_wait_for_complete(c: rbd_completion_t) -> c_int;
     pub fn rbd_aio_get_return_value(c: rbd_completion_t) -> isize;

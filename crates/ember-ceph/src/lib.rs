@@ -13,8 +13,10 @@
 //!   changed between two versions ([`Image::diff_iterate`]) — what
 //!   incremental backups of Cinder's RBD volumes read.
 //!
-//! Every call is synchronous and maps a negative return code to a
-//! [`CephError`] naming the call, its target and the errno. Threads: a
+//! Every call is synchronous (returns when done) and maps a negative
+//! return code to a [`CephError`] naming the call, its target and the
+//! errno; [`Image::read_many`] and [`Image::write_many`] keep many of
+//! librbd's asynchronous reads or writes in flight within one call. Threads: a
 //! [`Rados`] and an [`IoCtx`] are `Send + Sync`; an [`Image`] is `Send`
 //! only (one thread at a time).
 //!
@@ -36,7 +38,7 @@ pub use rados::{
 };
 pub use rbd::{
     CreateOptions, DiffError, DiffExtent, DiffOptions, Features, Image, ImageInfo, ImageSpec,
-    SnapInfo,
+    SnapInfo, WriteQueue,
 };
 
 /// Whether librados and librbd were linked; `false` in a build without them,

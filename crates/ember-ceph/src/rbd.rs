@@ -18,6 +18,33 @@ use crate::rados::{IoCtx, Rados};
 /// `int` (bytes moved), so larger requests are split.
 const MAX_CALL_BYTES: usize = 1 << 30;
 
+/// `len` bytes at image offset `offset` as the pieces of at most
+/// [`MAX_CALL_BYTES`] handed to one call: `(image offset, offset in the
+/// buffer, length)`.
+fn split_call(offset: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize)> {
+    (0..len)
+        .step_by(MAX_CALL_BYTES)
+        .map(move |from| (offset + from as u64, from, (len - from).min(MAX_CALL_BYTES)))
+}
+
+/// The asynchronous I/Os [`Image::read_many`] and [`Image::write_many`]
+/// drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Aio {
+    Read,
+    Write,
+}
+
+impl Aio {
+    /// The librbd call, as errors name it.
+    fn call(self) -> &'static str {
+        match self {
+            Aio::Read => "rbd_aio_read2",
+            Aio::Write => "rbd_aio_write2",
+        }
+    }
+}
+
 /// RBD image feature bits (librbd's `RBD_FEATURE_*`), combined with `|`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Features(pub u64);
@@ -632,74 +659,121 @@ impl Image {
     /// any order: overlapping ones need `depth` 1. A write reaching past the
     /// end of the image is refused before anything is written.
     pub fn write_many(&self, writes: &[(u64, &[u8])], depth: usize) -> Result<(), CephError> {
+        let mut pieces = Vec::with_capacity(writes.len());
+        for &(offset, data) in writes {
+            for (at, from, len) in split_call(offset, data.len()) {
+                // Only read through: rbd_aio_write2 takes a const pointer.
+                pieces.push((at, data[from..].as_ptr().cast_mut(), len));
+            }
+        }
+        self.aio_many(Aio::Write, pieces, depth)
+    }
+
+    /// Fills every `(offset, buf)` of `reads`, up to `depth` reads in flight
+    /// at once (librbd's asynchronous reads), and returns when all are done
+    /// — after a failure too, with the first error. The effect of
+    /// [`Image::read`] for each, without a round trip per read: for many
+    /// scattered reads, or large sequential ones overlapped. Unwritten
+    /// ranges read as zeros. A read reaching past the end of the image is
+    /// refused before anything is read; a read that returns fewer bytes
+    /// than asked fails ([`CephError::Short`]).
+    pub fn read_many(&self, reads: &mut [(u64, &mut [u8])], depth: usize) -> Result<(), CephError> {
+        let mut pieces = Vec::with_capacity(reads.len());
+        for (offset, buf) in reads.iter_mut() {
+            // One pointer per buffer, offset for each piece: re-borrowing
+            // the buffer per piece would invalidate the earlier pointers.
+            let base = buf.as_mut_ptr();
+            for (at, from, len) in split_call(*offset, buf.len()) {
+                pieces.push((at, base.wrapping_add(from), len));
+            }
+        }
+        self.aio_many(Aio::Read, pieces, depth)
+    }
+
+    /// Runs `pieces` — `(image offset, buffer, length)`, each at most
+    /// [`MAX_CALL_BYTES`] and its buffer borrowed by the caller for the
+    /// whole call — as asynchronous `kind` I/Os, up to `depth` in flight,
+    /// and waits for all of them. Pieces reaching past the end of the image
+    /// are refused before any is started.
+    fn aio_many(
+        &self,
+        kind: Aio,
+        pieces: Vec<(u64, *mut u8, usize)>,
+        depth: usize,
+    ) -> Result<(), CephError> {
         let size = self.size()?;
-        if let Some(&(offset, data)) = writes
+        if let Some(&(offset, _, len)) = pieces
             .iter()
-            .find(|(offset, data)| offset.saturating_add(data.len() as u64) > size)
+            .find(|&&(offset, _, len)| offset.saturating_add(len as u64) > size)
         {
             return Err(CephError::Short {
-                call: "rbd_aio_write2",
+                call: kind.call(),
                 target: self.target(),
                 offset,
-                asked: data.len() as u64,
+                asked: len as u64,
                 done: 0,
             });
         }
-        let pieces = writes.iter().flat_map(|&(offset, data)| {
-            data.chunks(MAX_CALL_BYTES).scan(offset, |at, piece| {
-                let this = *at;
-                *at += piece.len() as u64;
-                Some((this, piece))
-            })
-        });
-        let mut in_flight: VecDeque<(ffi::rbd_completion_t, u64)> = VecDeque::new();
+        let mut in_flight: VecDeque<(ffi::rbd_completion_t, u64, usize)> = VecDeque::new();
         let mut first_error: Option<CephError> = None;
-        for (offset, piece) in pieces {
+        for (offset, buf, len) in pieces {
             if in_flight.len() >= depth.max(1) {
-                if let Some((completion, at)) = in_flight.pop_front() {
-                    self.finish_write(completion, at, &mut first_error);
+                if let Some((completion, at, len)) = in_flight.pop_front() {
+                    self.finish_aio(kind, completion, at, len, &mut first_error);
                 }
             }
             if first_error.is_some() {
                 break;
             }
-            match self.start_write(offset, piece) {
-                Ok(completion) => in_flight.push_back((completion, offset)),
+            match self.start_aio(kind, offset, buf, len) {
+                Ok(completion) => in_flight.push_back((completion, offset, len)),
                 Err(e) => first_error = Some(e),
             }
         }
-        // Every buffer stays borrowed until its write is done.
-        while let Some((completion, at)) = in_flight.pop_front() {
-            self.finish_write(completion, at, &mut first_error);
+        // Every buffer stays borrowed until its I/O is done.
+        while let Some((completion, at, len)) = in_flight.pop_front() {
+            self.finish_aio(kind, completion, at, len, &mut first_error);
         }
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Starts an asynchronous write of `piece` at `offset`; the caller
-    /// keeps `piece` alive until [`Image::finish_write`] returns.
-    fn start_write(&self, offset: u64, piece: &[u8]) -> Result<ffi::rbd_completion_t, CephError> {
+    /// Starts an asynchronous `kind` I/O of `len` bytes at `offset` on
+    /// `buf`; the caller keeps `buf` alive (and, for a read, unaliased)
+    /// until [`Image::finish_aio`] returns.
+    fn start_aio(
+        &self,
+        kind: Aio,
+        offset: u64,
+        buf: *mut u8,
+        len: usize,
+    ) -> Result<ffi::rbd_completion_t, CephError> {
         let mut completion: ffi::rbd_completion_t = ptr::null_mut();
         // SAFETY: no callback, an out-pointer.
         let ret = unsafe { ffi::rbd_aio_create_completion(ptr::null_mut(), None, &mut completion) };
         check(ret, "rbd_aio_create_completion", || self.target())?;
-        // SAFETY: open image, a buffer of piece.len() bytes that the caller
-        // keeps alive until the completion is waited for, a fresh
-        // completion.
+        // SAFETY: open image, a buffer of `len` bytes that the caller keeps
+        // alive (and, for a read, writable and unaliased) until the
+        // completion is waited for, a fresh completion.
         let ret = unsafe {
-            ffi::rbd_aio_write2(
-                self.ptr,
-                offset,
-                piece.len(),
-                piece.as_ptr().cast::<c_char>(),
-                completion,
-                0,
-            )
+            match kind {
+                Aio::Read => {
+                    ffi::rbd_aio_read2(self.ptr, offset, len, buf.cast::<c_char>(), completion, 0)
+                }
+                Aio::Write => ffi::rbd_aio_write2(
+                    self.ptr,
+                    offset,
+                    len,
+                    buf.cast_const().cast::<c_char>(),
+                    completion,
+                    0,
+                ),
+            }
         };
         if ret < 0 {
             // SAFETY: created above, never submitted.
             unsafe { ffi::rbd_aio_release(completion) };
             return Err(CephError::call(
-                "rbd_aio_write2",
+                kind.call(),
                 format!("{} at {offset}", self.target()),
                 ret.into(),
             ));
@@ -707,12 +781,15 @@ impl Image {
         Ok(completion)
     }
 
-    /// Waits for an asynchronous write and releases its completion, keeping
-    /// its error if it is the first.
-    fn finish_write(
+    /// Waits for an asynchronous I/O of `len` bytes and releases its
+    /// completion, keeping its error (or, for a read, its shortness) if it
+    /// is the first.
+    fn finish_aio(
         &self,
+        kind: Aio,
         completion: ffi::rbd_completion_t,
         offset: u64,
+        len: usize,
         first_error: &mut Option<CephError>,
     ) {
         // SAFETY: a submitted completion, waited for and released once.
@@ -722,12 +799,23 @@ impl Image {
             ffi::rbd_aio_release(completion);
             ret
         };
-        if ret < 0 && first_error.is_none() {
+        if first_error.is_some() {
+            return;
+        }
+        if ret < 0 {
             *first_error = Some(CephError::call(
-                "rbd_aio_write2",
+                kind.call(),
                 format!("{} at {offset}", self.target()),
                 ret as i64,
             ));
+        } else if kind == Aio::Read && (ret as usize) < len {
+            *first_error = Some(CephError::Short {
+                call: kind.call(),
+                target: self.target(),
+                offset,
+                asked: len as u64,
+                done: ret as u64,
+            });
         }
     }
 
@@ -958,6 +1046,156 @@ impl Image {
             Ok(()) => Ok(extents),
             Err(DiffError::Ceph(e)) => Err(e),
             Err(DiffError::Callback(never)) => match never {},
+        }
+    }
+}
+
+/// Writes that return before they are done: each is copied into a buffer
+/// of the queue's own and handed to librbd asynchronously, up to `depth`
+/// writes and `max_bytes` bytes in flight; a write waits only when either
+/// is reached. For a writer that
+/// produces its data piece by piece (a restore) and would otherwise wait a
+/// round trip to the cluster for each.
+///
+/// A failed write is reported by a later [`WriteQueue::write`] or by
+/// [`WriteQueue::drain`] (then the queue refuses further writes); dropping
+/// the queue waits for the writes in flight and ignores their errors.
+/// Writes in flight together may land in any order: give overlapping
+/// writes their own [`WriteQueue::drain`].
+pub struct WriteQueue {
+    /// Declared before the image: waited for before it is closed.
+    in_flight: InFlight,
+    image: Image,
+    /// The image's size: writes past it are refused (librbd would clip).
+    size: u64,
+    depth: usize,
+    max_bytes: usize,
+    /// Bytes of the writes in flight.
+    bytes: usize,
+    /// Buffers of finished writes, to copy the next ones into.
+    spare: Vec<Vec<u8>>,
+    first_error: Option<CephError>,
+}
+
+/// Asynchronous writes in flight: completions with their offsets and the
+/// buffers they write from. Dropped, it waits for each (librbd reads the
+/// buffers until the write is done).
+struct InFlight(VecDeque<(ffi::rbd_completion_t, u64, Vec<u8>)>);
+
+// SAFETY: the completions are librbd objects without thread affinity, the
+// buffers are owned; like an `Image`, the queue that holds them is used by
+// one thread at a time.
+unsafe impl Send for InFlight {}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        for (completion, _, _) in self.0.drain(..) {
+            // SAFETY: a submitted completion, waited for and released once.
+            unsafe {
+                ffi::rbd_aio_wait_for_complete(completion);
+                ffi::rbd_aio_release(completion);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for WriteQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteQueue")
+            .field("image", &self.image.target())
+            .field("in_flight", &self.in_flight.0.len())
+            .finish()
+    }
+}
+
+impl WriteQueue {
+    /// A queue writing to `image`, up to `depth` writes and `max_bytes`
+    /// bytes in flight (always at least one write, whatever its size).
+    pub fn new(image: Image, depth: usize, max_bytes: usize) -> Result<Self, CephError> {
+        let size = image.size()?;
+        Ok(WriteQueue {
+            image,
+            size,
+            depth: depth.max(1),
+            max_bytes,
+            bytes: 0,
+            in_flight: InFlight(VecDeque::new()),
+            spare: Vec::new(),
+            first_error: None,
+        })
+    }
+
+    /// The image, for calls that do not overlap the queued writes (zeroing
+    /// other ranges, reading its size).
+    pub fn image(&self) -> &Image {
+        &self.image
+    }
+
+    /// Starts writing a copy of `data` at `offset`, first waiting for the
+    /// oldest writes while `depth` are in flight or it would take the bytes
+    /// in flight past `max_bytes`. Fails with the error of
+    /// an earlier write, or at once for a write reaching past the end of
+    /// the image.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), CephError> {
+        if offset.saturating_add(data.len() as u64) > self.size {
+            return Err(CephError::Short {
+                call: Aio::Write.call(),
+                target: self.image.target(),
+                offset,
+                asked: data.len() as u64,
+                done: 0,
+            });
+        }
+        for (at, from, len) in split_call(offset, data.len()) {
+            while !self.in_flight.0.is_empty()
+                && (self.in_flight.0.len() >= self.depth || self.bytes + len > self.max_bytes)
+            {
+                self.finish_oldest();
+            }
+            if let Some(e) = &self.first_error {
+                return Err(e.clone());
+            }
+            let mut buf = self.spare.pop().unwrap_or_default();
+            buf.clear();
+            buf.extend_from_slice(&data[from..from + len]);
+            let completion = match self.image.start_aio(Aio::Write, at, buf.as_mut_ptr(), len) {
+                Ok(completion) => completion,
+                Err(e) => {
+                    self.first_error = Some(e.clone());
+                    return Err(e);
+                }
+            };
+            self.bytes += len;
+            self.in_flight.0.push_back((completion, at, buf));
+        }
+        Ok(())
+    }
+
+    /// Waits for every write in flight; the first error of any write so
+    /// far, if one failed.
+    pub fn drain(&mut self) -> Result<(), CephError> {
+        while !self.in_flight.0.is_empty() {
+            self.finish_oldest();
+        }
+        match &self.first_error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Drains the queue ([`WriteQueue::drain`]) and hands the image back.
+    pub fn into_image(mut self) -> Result<Image, CephError> {
+        self.drain()?;
+        Ok(self.image)
+    }
+
+    /// Waits for the oldest write in flight and keeps its buffer.
+    fn finish_oldest(&mut self) {
+        if let Some((completion, at, buf)) = self.in_flight.0.pop_front() {
+            self.bytes -= buf.len();
+            self.image
+                .finish_aio(Aio::Write, completion, at, buf.len(), &mut self.first_error);
+            self.spare.push(buf);
         }
     }
 }

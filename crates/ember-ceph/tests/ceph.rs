@@ -9,12 +9,11 @@
 
 use ember_ceph::dev_cluster::{pattern, unique_name as unique};
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ember_ceph::{
     rbd, CephConfig, CephError, CreateOptions, DiffError, DiffExtent, DiffOptions, Features, Image,
-    IoCtx, ReadOp, WriteOp, XattrCmp,
+    IoCtx, ReadOp, WriteOp, WriteQueue, XattrCmp,
 };
 
 const KIB: u64 = 1024;
@@ -1168,156 +1167,6 @@ fn missing_pool_fails_clearly() {
     );
 }
 
-// ---------------------------------------------------------------- throughput
-
-/// Sequential 4 MiB writes and reads of a 1 GiB image through the bindings
-/// (synchronous calls, one at a time), against `rbd import` and `rbd export`
-/// of the same data. Not a test: run it by hand with
-/// `cargo test -p ember-ceph --test ceph -- --ignored --nocapture throughput`.
-#[test]
-#[ignore = "a measurement (writes 2 GiB to the cluster): run by hand"]
-fn throughput_1gib_bindings_vs_rbd_cli() {
-    let Some(cluster) = cluster("throughput") else {
-        return;
-    };
-    let io = cluster.connect("volumes");
-    const BLOCK: usize = 4 * MIB as usize;
-    const BLOCKS: u64 = 256;
-    let size = BLOCKS * BLOCK as u64;
-    let mib = (size / MIB) as f64;
-    let block = pattern(42, BLOCK);
-
-    let guard = ImageGuard::create(&io, &unique("tput"), size, &CreateOptions::default());
-    let image = guard.open();
-    let started = Instant::now();
-    for i in 0..BLOCKS {
-        image.write(i * BLOCK as u64, &block).expect("write");
-    }
-    image.flush().expect("flush");
-    let write = started.elapsed().as_secs_f64();
-    let mut buf = vec![0u8; BLOCK];
-    let started = Instant::now();
-    for i in 0..BLOCKS {
-        assert_eq!(image.read(i * BLOCK as u64, &mut buf).expect("read"), BLOCK);
-    }
-    let read = started.elapsed().as_secs_f64();
-    assert!(buf == block);
-
-    // Where diff callbacks run with many objects.
-    let caller = std::thread::current().id();
-    let mut threads = Vec::new();
-    let started = Instant::now();
-    image
-        .diff_iterate(None, 0, size, DiffOptions::default(), |_| {
-            threads.push(std::thread::current().id());
-            Ok::<(), ()>(())
-        })
-        .expect("diff");
-    let elsewhere = threads.iter().filter(|&&t| t != caller).count();
-    println!(
-        "diff of {BLOCKS} objects: {} callbacks in {:.2} s, {elsewhere} off the calling thread",
-        threads.len(),
-        started.elapsed().as_secs_f64()
-    );
-    drop(image);
-
-    // The same with 4 threads, each with its own handle: reads of the image
-    // above, writes to an image without exclusive-lock (with it, writers
-    // on several handles would pass the lock back and forth).
-    const THREADS: u64 = 4;
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for t in 0..THREADS {
-            let (io, name) = (&io, &guard.name);
-            scope.spawn(move || {
-                let image = Image::open_read_only(io, name, None).expect("open");
-                let mut buf = vec![0u8; BLOCK];
-                for i in (t..BLOCKS).step_by(THREADS as usize) {
-                    assert_eq!(image.read(i * BLOCK as u64, &mut buf).expect("read"), BLOCK);
-                }
-            });
-        }
-    });
-    let par_read = started.elapsed().as_secs_f64();
-    let unlocked = CreateOptions {
-        features: Some(Features::LAYERING),
-        ..CreateOptions::default()
-    };
-    let par_guard = ImageGuard::create(&io, &unique("tput-par"), size, &unlocked);
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for t in 0..THREADS {
-            let (image, block) = (par_guard.open(), &block);
-            scope.spawn(move || {
-                for i in (t..BLOCKS).step_by(THREADS as usize) {
-                    image.write(i * BLOCK as u64, block).expect("write");
-                }
-                image.flush().expect("flush");
-            });
-        }
-    });
-    let par_write = started.elapsed().as_secs_f64();
-    drop(par_guard);
-
-    let file = std::env::temp_dir().join(format!("{}.raw", unique("tput")));
-    {
-        use std::io::Write;
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).expect("create"));
-        for _ in 0..BLOCKS {
-            out.write_all(&block).expect("write file");
-        }
-        out.flush().expect("flush file");
-    }
-    let cli_name = unique("tput-cli");
-    let cli_guard = ImageGuard {
-        io: &io,
-        name: cli_name.clone(),
-    };
-    let rbd = |args: &[&str]| {
-        let status = Command::new("rbd")
-            .args(args)
-            .env("CEPH_CONF", &cluster.conf)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("run rbd");
-        assert!(status.success(), "rbd {args:?}: {status}");
-    };
-    let started = Instant::now();
-    rbd(&[
-        "import",
-        "--no-progress",
-        "--dest-pool",
-        "volumes",
-        &file.display().to_string(),
-        &cli_name,
-    ]);
-    let import = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    rbd(&[
-        "export",
-        "--no-progress",
-        &format!("volumes/{cli_name}"),
-        "-",
-    ]);
-    let export = started.elapsed().as_secs_f64();
-    let _ = std::fs::remove_file(&file);
-    drop(cli_guard);
-
-    println!(
-        "1 GiB in 4 MiB blocks, {THREADS} threads with a handle each: write {:.0} MiB/s ({par_write:.1} s), read {:.0} MiB/s ({par_read:.1} s)",
-        mib / par_write,
-        mib / par_read
-    );
-    println!(
-        "1 GiB in 4 MiB blocks: bindings write {:.0} MiB/s ({write:.1} s), read {:.0} MiB/s ({read:.1} s); \
-         rbd import {:.0} MiB/s ({import:.1} s), rbd export {:.0} MiB/s ({export:.1} s)",
-        mib / write,
-        mib / read,
-        mib / import,
-        mib / export
-    );
-}
-
 #[test]
 fn write_many_writes_scattered_pieces_asynchronously() {
     let Some(cluster) = cluster("write_many") else {
@@ -1366,4 +1215,114 @@ fn write_many_writes_scattered_pieces_asynchronously() {
         .expect_err("past the end");
     assert!(matches!(err, CephError::Short { done: 0, .. }), "{err}");
     assert!(read_at(&image, 0, 4096) != vec![9u8; 4096]);
+}
+
+#[test]
+fn read_many_reads_scattered_and_large_pieces_asynchronously() {
+    let Some(cluster) = cluster("read_many") else {
+        return;
+    };
+    let io = cluster.connect("volumes");
+    let size = 24 * MIB;
+    let guard = ImageGuard::create(&io, &unique("aio-read"), size, &CreateOptions::default());
+    let image = guard.open();
+    // Data in the first 16 MiB; the rest never written (reads as zeros).
+    let mut expected = pattern(7, 16 * MIB as usize);
+    expected.resize(size as usize, 0);
+    image
+        .write(0, &expected[..16 * MIB as usize])
+        .expect("fill");
+    let snap = unique("s");
+    image.snap_create(&snap).expect("snapshot");
+    let snapshot = Image::open_read_only(&io, &guard.name, Some(&snap)).expect("open snapshot");
+
+    // 4 KiB pieces scattered over objects, a piece crossing an object
+    // boundary into the unwritten part, one of 9 MiB over three objects,
+    // and an empty one at the very end.
+    let mut wanted: Vec<(u64, usize)> = (0..200u64)
+        .map(|i| ((i * 7919 * 4 * KIB) % (size - 4 * KIB), 4096))
+        .collect();
+    wanted.push((16 * MIB - 100, 200));
+    wanted.push((2 * MIB, 9 * MIB as usize));
+    wanted.push((size, 0));
+    let mut buffers: Vec<Vec<u8>> = wanted.iter().map(|&(_, len)| vec![0xAA; len]).collect();
+    {
+        let mut reads: Vec<(u64, &mut [u8])> = wanted
+            .iter()
+            .zip(buffers.iter_mut())
+            .map(|(&(offset, _), buf)| (offset, buf.as_mut_slice()))
+            .collect();
+        snapshot.read_many(&mut reads, 16).expect("read_many");
+    }
+    for (&(offset, len), buf) in wanted.iter().zip(&buffers) {
+        assert!(
+            buf[..] == expected[offset as usize..offset as usize + len],
+            "{len} bytes at {offset}"
+        );
+    }
+
+    // Past the end: refused before anything is read, the buffers untouched.
+    let mut inside = vec![0xAAu8; 4096];
+    let mut across = vec![0xAAu8; 8192];
+    let err = snapshot
+        .read_many(
+            &mut [(0, &mut inside[..]), (size - 4 * KIB, &mut across[..])],
+            4,
+        )
+        .expect_err("past the end");
+    assert!(
+        matches!(
+            err,
+            CephError::Short {
+                call: "rbd_aio_read2",
+                done: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(inside.iter().all(|&b| b == 0xAA));
+    drop(snapshot);
+    image.snap_remove(&snap).expect("snap rm");
+}
+
+#[test]
+fn write_queue_writes_copies_in_flight_and_reports_failures() {
+    let Some(cluster) = cluster("write_queue") else {
+        return;
+    };
+    let io = cluster.connect("volumes");
+    let size = 16 * MIB;
+    let guard = ImageGuard::create(&io, &unique("aio-queue"), size, &CreateOptions::default());
+    let mut queue = WriteQueue::new(guard.open(), 4, 256 * KIB as usize).expect("queue");
+    let mut expected = vec![0u8; size as usize];
+    // The caller's buffer is reused at once: the queue wrote a copy.
+    let mut buf = Vec::new();
+    for i in 0..48u64 {
+        let offset = i * 320 * KIB;
+        buf.clear();
+        buf.extend(pattern(i, 96 * KIB as usize));
+        queue.write(offset, &buf).expect("write");
+        expected[offset as usize..offset as usize + buf.len()].copy_from_slice(&buf);
+    }
+    let err = queue
+        .write(size - 4 * KIB, &[1u8; 8192])
+        .expect_err("past the end");
+    assert!(matches!(err, CephError::Short { done: 0, .. }), "{err}");
+    let image = queue.into_image().expect("drain");
+    assert!(read_at(&image, 0, size as usize) == expected);
+    drop(image);
+
+    // A failed write (a read-only handle) is reported by a later call.
+    let read_only = Image::open_read_only(&io, &guard.name, None).expect("open");
+    let mut queue = WriteQueue::new(read_only, 2, MIB as usize).expect("queue");
+    let failed = (0..4u64)
+        .map(|i| queue.write(i * MIB, &[7u8; 4096]))
+        .find_map(Result::err)
+        .unwrap_or_else(|| queue.drain().expect_err("EROFS"));
+    assert!(
+        matches!(failed, CephError::Call { call: "rbd_aio_write2", errno, .. } if errno == 30),
+        "{failed}"
+    );
+    assert!(queue.drain().is_err(), "the failure stays");
 }

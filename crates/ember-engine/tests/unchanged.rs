@@ -6,14 +6,21 @@ mod common;
 use common::*;
 use ember_engine::{run_backup, BackupRequest, CancelToken, EngineError, ParentChoice, Progress};
 use ember_types::{BackupId, BackupInfo};
+use std::sync::Mutex;
+
 use ember_volume::{VolumeError, VolumeSource};
 
 /// A volume in memory that claims every range unchanged except `changed`
-/// since backup `since` (true of the data where the test makes it so).
+/// since backup `since` (true of the data where the test makes it so). With
+/// `in_flight` above 1 it asks for its reads to be gathered, and logs each
+/// `read_many` call's reads.
+#[derive(Default)]
 struct MemSource {
     data: Vec<u8>,
     since: Option<BackupId>,
     changed: Vec<(u64, u64)>,
+    in_flight: usize,
+    calls: Mutex<Vec<Vec<(u64, usize)>>>,
 }
 
 impl VolumeSource for MemSource {
@@ -33,6 +40,19 @@ impl VolumeSource for MemSource {
         let at = offset as usize;
         buf.copy_from_slice(&self.data[at..at + buf.len()]);
         Ok(())
+    }
+
+    fn read_many(&self, reads: &mut [(u64, &mut [u8])]) -> Result<(), VolumeError> {
+        let log = reads.iter().map(|(offset, buf)| (*offset, buf.len()));
+        self.calls.lock().expect("log").push(log.collect());
+        for (offset, buf) in reads.iter_mut() {
+            self.read_at(buf, *offset)?;
+        }
+        Ok(())
+    }
+
+    fn reads_in_flight(&self) -> usize {
+        self.in_flight.max(1)
     }
 
     fn unchanged(&self, offset: u64, len: u64) -> bool {
@@ -72,6 +92,7 @@ fn full(fx: &Fixture, data: &[u8]) -> BackupInfo {
         data: data.to_vec(),
         since: None,
         changed: Vec::new(),
+        ..MemSource::default()
     };
     backup_mem(fx, &source, ParentChoice::None)
 }
@@ -96,6 +117,7 @@ fn unchanged_chunks_are_not_read_and_the_parent_entries_are_reused() {
         data: data.clone(),
         since: Some(parent.id),
         changed,
+        ..MemSource::default()
     };
     let info = backup_mem(&fx, &source, ParentChoice::Backup(parent.id));
     assert_eq!(info.parent, Some(parent.id));
@@ -105,6 +127,61 @@ fn unchanged_chunks_are_not_read_and_the_parent_entries_are_reused() {
     assert_eq!(info.stats.zero_chunks, 17, "{:?}", info.stats);
     assert_eq!(info.stats.unchanged_chunks, 65 - 17 - 2, "{:?}", info.stats);
     assert!(fx.restore(&info.id) == data);
+}
+
+#[test]
+fn a_source_with_reads_in_flight_gets_them_gathered_across_batches() {
+    let fx = Fixture::new();
+    let mut data = volume_bytes(4, 64);
+    let parent = full(&fx, &data);
+    // Every third chunk changes: short runs scattered over many batches.
+    let changed: Vec<(u64, u64)> = (0..64u64)
+        .step_by(3)
+        .map(|c| (c * CHUNK as u64, (c + 1) * CHUNK as u64))
+        .collect();
+    for &(start, end) in &changed {
+        data[start as usize..end as usize].fill(start as u8 | 1);
+    }
+    let backup = |in_flight: usize| {
+        let source = MemSource {
+            data: data.clone(),
+            since: Some(parent.id),
+            changed: changed.clone(),
+            in_flight,
+            ..MemSource::default()
+        };
+        let info = backup_mem(&fx, &source, ParentChoice::Backup(parent.id));
+        assert_eq!(info.stats.bytes_read, 22 * CHUNK as u64, "{:?}", info.stats);
+        assert!(
+            fx.restore(&info.id) == data,
+            "restores with {in_flight} in flight"
+        );
+        source.calls.into_inner().expect("log")
+    };
+    // The bytes from a call's first read to the end of its last.
+    let span = |reads: &Vec<(u64, usize)>| match (reads.first(), reads.last()) {
+        (Some(first), Some(last)) => last.0 + last.1 as u64 - first.0,
+        _ => 0,
+    };
+    let batch = 16 * 1024; // tuning().batch_bytes
+                           // One batch per call, as before, for a source that does not ask.
+    let one = backup(1);
+    assert!(one.iter().all(|reads| span(reads) <= batch), "{one:?}");
+    // Several batches per call, about 8 reads (the batch that reaches 8 may
+    // add one more: a batch of 4 chunks has at most 2 runs here), each
+    // read once.
+    let gathered = backup(8);
+    assert!(
+        gathered.iter().any(|reads| span(reads) > batch),
+        "{gathered:?}"
+    );
+    assert!(
+        gathered.iter().all(|reads| reads.len() <= 9),
+        "{gathered:?}"
+    );
+    let mut reads: Vec<(u64, usize)> = gathered.into_iter().flatten().collect();
+    reads.sort_unstable();
+    assert_eq!(reads, one.into_iter().flatten().collect::<Vec<_>>());
 }
 
 #[test]
@@ -123,6 +200,7 @@ fn chunks_past_the_parent_or_cut_short_are_read_whatever_the_source_claims() {
         data: grown.clone(),
         since: Some(parent.id),
         changed: Vec::new(),
+        ..MemSource::default()
     };
     let info = backup_mem(&fx, &source, ParentChoice::Backup(parent.id));
     assert_eq!(
@@ -140,6 +218,7 @@ fn chunks_past_the_parent_or_cut_short_are_read_whatever_the_source_claims() {
         data: shrunk.clone(),
         since: Some(parent.id),
         changed: Vec::new(),
+        ..MemSource::default()
     };
     let info = backup_mem(&fx, &source, ParentChoice::Backup(parent.id));
     assert_eq!(info.stats.bytes_read, 512, "{:?}", info.stats);
@@ -161,6 +240,7 @@ fn a_source_diffing_against_another_backup_is_refused() {
             data: data.clone(),
             since: Some(since),
             changed: Vec::new(),
+            ..MemSource::default()
         };
         let latest = matches!(choice, ParentChoice::Latest);
         match try_backup_mem(&fx, &source, choice) {

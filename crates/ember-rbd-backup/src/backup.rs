@@ -8,7 +8,7 @@ use ember_types::BackupId;
 use ember_volume::{new_snapshot_name, Source, VolumeSource as _};
 
 use crate::catalog::backup_snaps;
-use crate::copy::{copy, Control, Plan, RbdOrigin, TransferStats};
+use crate::copy::{copy, copy_into_image, Control, Plan, RbdOrigin, TransferStats};
 use crate::names::{base_image_name, check_volume_id, full_image_name};
 use crate::ranges::{allocated, changed_extents, normalize, subtract};
 use crate::{RbdBackupDriver, RbdBackupError, RbdImage};
@@ -273,7 +273,7 @@ impl RbdBackupDriver {
             snap: Some(snapshot),
         };
         let mut warnings = Vec::new();
-        let (kind, image, mut sink, plan) = match self.choose_parent(request, older, size)? {
+        let (kind, image, sink, plan) = match self.choose_parent(request, older, size)? {
             Ok(parent) => {
                 let mut base = Image::open(&self.io, &parent.image)?;
                 warnings.extend(self.reset_head(&mut base, &parent, control)?);
@@ -320,7 +320,7 @@ impl RbdBackupDriver {
             }
         };
         drop(at_snapshot);
-        let stats = copy(&origin, &mut sink, &plan, self.config.chunk_size, control)?;
+        let (stats, sink) = copy_into_image(&origin, sink, &plan, self.config.chunk_size, control)?;
         sink.flush()?;
         sink.snap_create(snapshot)?;
         undo.base_snapshot = Some((image.clone(), snapshot.to_string()));
@@ -456,7 +456,7 @@ impl RbdBackupDriver {
         control: &Control<'_>,
     ) -> Result<BackupOutcome, RbdBackupError> {
         let name = full_image_name(request.volume_id, &request.backup_id);
-        let mut image = self.create_image(&name, source.size(), undo)?;
+        let image = self.create_image(&name, source.size(), undo)?;
         let mut data = Vec::new();
         let mut offset = 0;
         while let Some((start, end)) = source.next_data(offset)? {
@@ -468,7 +468,8 @@ impl RbdBackupDriver {
             zero: Vec::new(),
             fresh: true,
         };
-        let stats = copy(source, &mut image, &plan, self.config.chunk_size, control)?;
+        let (stats, image) =
+            copy_into_image(source, image, &plan, self.config.chunk_size, control)?;
         image.flush()?;
         image.close()?;
         self.put_request_metadata(request)?;

@@ -4,8 +4,8 @@ use ember_ceph::{CephConfig, CreateOptions, Features};
 
 /// Cinder's `backup_ceph_chunk_size` is 128 MiB, copied one at a time;
 /// Ember reads and writes smaller pieces, several at once. Memory is about
-/// 14 pieces (4 being read, 8 read ahead, 2 being written): 112 MiB at
-/// the default.
+/// 18 pieces (4 being read, 8 read ahead, 2 being written, copies of 4
+/// more in flight to an RBD image): 144 MiB at the default.
 pub const DEFAULT_CHUNK_SIZE: usize = 8 << 20;
 
 /// Where and how backups are kept.

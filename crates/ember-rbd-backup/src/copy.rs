@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-use ember_ceph::{Image, IoCtx};
+use ember_ceph::{Image, IoCtx, WriteQueue};
 use ember_volume::{Source, Target, VolumeSource as _};
 
 use crate::ranges::total;
@@ -21,6 +21,13 @@ const QUEUED: usize = 2 * READERS;
 /// Writes in flight at once on an RBD image: an image with exclusive-lock
 /// has one writer, so its writes are asynchronous rather than parallel.
 const WRITE_DEPTH: usize = 16;
+/// Bytes a copy into an RBD image keeps in flight ([`copy_into_image`]),
+/// copied out of the pieces read: the writer goes on to the next piece
+/// meanwhile.
+const WRITE_BYTES: usize = 32 << 20;
+/// Small pieces a reader reads at once (with librbd's asynchronous reads
+/// on an RBD origin), up to a chunk's worth of bytes.
+const READ_GROUP: usize = 16;
 /// Granularity of the zero detection.
 const BLOCK: usize = 4 << 10;
 /// Shorter runs of zeros between data are written with it: one call
@@ -133,6 +140,14 @@ pub(crate) trait Origin: Sync {
 /// One reader's handle on an [`Origin`].
 pub(crate) trait ReadAt {
     fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), RbdBackupError>;
+
+    /// Fills each `(offset, buf)`, in any order.
+    fn read_many_exact(&mut self, reads: &mut [(u64, &mut [u8])]) -> Result<(), RbdBackupError> {
+        for (offset, buf) in reads.iter_mut() {
+            self.read_exact_at(*offset, buf)?;
+        }
+        Ok(())
+    }
 }
 
 /// Where data is written.
@@ -178,6 +193,12 @@ impl ReadAt for Image {
             })
         }
     }
+
+    /// All of `reads` in flight at once.
+    fn read_many_exact(&mut self, reads: &mut [(u64, &mut [u8])]) -> Result<(), RbdBackupError> {
+        let depth = reads.len();
+        Ok(self.read_many(reads, depth)?)
+    }
 }
 
 impl Sink for Image {
@@ -193,6 +214,17 @@ impl Sink for Image {
 
     fn write_batch(&mut self, writes: &[(u64, &[u8])]) -> Result<(), RbdBackupError> {
         Ok(self.write_many(writes, WRITE_DEPTH)?)
+    }
+}
+
+impl Sink for WriteQueue {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), RbdBackupError> {
+        Ok(self.write(offset, data)?)
+    }
+
+    /// As for [`Image`]; the ranges zeroed are not those written.
+    fn zero(&mut self, offset: u64, len: u64) -> Result<(), RbdBackupError> {
+        Ok(self.image().write_zeroes(offset, len)?)
     }
 }
 
@@ -256,14 +288,15 @@ pub(crate) fn copy(
     let all = total(&plan.data) + total(&plan.zero);
     let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
-    let readers = READERS.min(work.len());
+    let groups = groups(&work, chunk);
+    let readers = READERS.min(groups.len());
     std::thread::scope(|scope| {
         let (tx, rx) = sync_channel::<ReadPiece>(QUEUED);
         let handles: Vec<_> = (0..readers)
             .map(|_| {
                 let tx = tx.clone();
-                let (work, next, abort) = (&work, &next, &abort);
-                scope.spawn(move || read_pieces(origin, work, next, abort, tx))
+                let (work, groups, next, abort) = (&work, &groups, &next, &abort);
+                scope.spawn(move || read_pieces(origin, work, groups, next, abort, tx))
             })
             .collect();
         drop(tx);
@@ -283,11 +316,28 @@ pub(crate) fn copy(
     })
 }
 
-/// A reader thread: takes the next piece, reads it, hands it over, until
-/// none is left, the writer stops listening or `abort` is set.
+/// [`copy`] into `image` with its writes in flight while the next pieces
+/// are handled (up to [`WRITE_BYTES`]); returns the image once every write
+/// is done.
+pub(crate) fn copy_into_image(
+    origin: &dyn Origin,
+    image: Image,
+    plan: &Plan,
+    chunk_size: usize,
+    control: &Control<'_>,
+) -> Result<(TransferStats, Image), RbdBackupError> {
+    let mut queue = WriteQueue::new(image, WRITE_DEPTH, WRITE_BYTES)?;
+    let stats = copy(origin, &mut queue, plan, chunk_size, control)?;
+    Ok((stats, queue.into_image()?))
+}
+
+/// A reader thread: takes the next group of pieces, reads them at once,
+/// hands each over, until none is left, the writer stops listening or
+/// `abort` is set.
 fn read_pieces(
     origin: &dyn Origin,
     work: &[Range<u64>],
+    groups: &[Range<usize>],
     next: &AtomicUsize,
     abort: &AtomicBool,
     tx: SyncSender<ReadPiece>,
@@ -300,18 +350,50 @@ fn read_pieces(
         }
     };
     while !abort.load(Ordering::Relaxed) {
-        let Some(range) = work.get(next.fetch_add(1, Ordering::Relaxed)) else {
+        let Some(group) = groups.get(next.fetch_add(1, Ordering::Relaxed)) else {
             return;
         };
-        let mut buf = vec![0u8; (range.end - range.start) as usize];
-        let read = reader
-            .read_exact_at(range.start, &mut buf)
-            .map(|()| (range.clone(), buf));
-        let failed = read.is_err();
-        if tx.send(read).is_err() || failed {
+        let ranges = &work[group.clone()];
+        let mut bufs: Vec<Vec<u8>> = ranges
+            .iter()
+            .map(|range| vec![0u8; (range.end - range.start) as usize])
+            .collect();
+        let mut reads: Vec<(u64, &mut [u8])> = ranges
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|(range, buf)| (range.start, buf.as_mut_slice()))
+            .collect();
+        if let Err(e) = reader.read_many_exact(&mut reads) {
+            let _ = tx.send(Err(e));
             return;
         }
+        for (range, buf) in ranges.iter().zip(bufs) {
+            if tx.send(Ok((range.clone(), buf))).is_err() {
+                return;
+            }
+        }
     }
+}
+
+/// `work` as groups of consecutive pieces read at once: up to
+/// [`READ_GROUP`] pieces and `chunk` bytes (a whole piece at least).
+fn groups(work: &[Range<u64>], chunk: u64) -> Vec<Range<usize>> {
+    let mut out: Vec<Range<usize>> = Vec::new();
+    let mut bytes = 0u64;
+    for (i, range) in work.iter().enumerate() {
+        let len = range.end - range.start;
+        match out.last_mut() {
+            Some(group) if group.len() < READ_GROUP && bytes + len <= chunk => {
+                group.end = i + 1;
+                bytes += len;
+            }
+            _ => {
+                out.push(i..i + 1);
+                bytes = len;
+            }
+        }
+    }
+    out
 }
 
 /// The writer: zeroes `zero_work`, then writes what the readers send, in
@@ -493,6 +575,19 @@ mod tests {
         );
         assert_eq!(zero_runs(&[0u8; 100]), vec![0..100]);
         assert!(zero_runs(&[1u8; 100]).is_empty());
+    }
+
+    #[test]
+    fn small_pieces_are_grouped_up_to_a_count_and_a_chunk() {
+        let small: Vec<Range<u64>> = (0..40u64).map(|i| i * 8192..i * 8192 + 4096).collect();
+        assert_eq!(groups(&small, 1 << 20), vec![0..16, 16..32, 32..40]);
+        let mixed = vec![
+            0..4096,
+            8192..(8192 + (1 << 20)),
+            (2 << 20)..(2 << 20) + 4096,
+        ];
+        assert_eq!(groups(&mixed, 1 << 20), vec![0..1, 1..2, 2..3]);
+        assert!(groups(&[], 1 << 20).is_empty());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use ember_types::BackupId;
 use ember_volume::{RestoreTarget as _, Target};
 
 use crate::catalog::BackupEntry;
-use crate::copy::{copy, Control, Plan, RbdOrigin, TransferStats};
+use crate::copy::{copy, copy_into_image, Control, Plan, RbdOrigin, TransferStats};
 use crate::ranges::{allocated, changed_extents, clip, subtract};
 use crate::{RbdBackupDriver, RbdBackupError, RbdImage};
 
@@ -87,7 +87,7 @@ impl RbdBackupDriver {
         let chunk_size = self.config.chunk_size;
         let (method, target_size, stats) = match target {
             RestoreTarget::Rbd(rbd) => {
-                let mut image = Image::open(rbd.io, rbd.image)?;
+                let image = Image::open(rbd.io, rbd.image)?;
                 let target_size = image.size()?;
                 if target_size < size {
                     return Err(too_small(image.target(), target_size));
@@ -114,7 +114,7 @@ impl RbdBackupDriver {
                     };
                     (RestoreMethod::Overwrite, plan)
                 };
-                let stats = copy(&origin, &mut image, &plan, chunk_size, control)?;
+                let (stats, image) = copy_into_image(&origin, image, &plan, chunk_size, control)?;
                 image.flush()?;
                 image.close()?;
                 (method, target_size, stats)

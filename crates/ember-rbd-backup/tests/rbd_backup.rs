@@ -13,7 +13,6 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use ember_ceph::dev_cluster::DevCluster;
 use ember_ceph::{rbd, CephConfig, CreateOptions, DiffOptions, Features, Image, IoCtx};
@@ -1153,91 +1152,6 @@ fn connect_fails_clearly_on_wrong_user_and_missing_pool() {
     println!("missing pool: {err}");
     assert!(err.to_string().contains("the pool does not exist"), "{err}");
     assert!(err.to_string().contains(&pool), "{err}");
-}
-
-/// A full backup of a 1 GiB volume, then an incremental after 1 % of it
-/// changed, by the driver and by the `rbd` CLI as Cinder runs it (snapshot
-/// the source, `rbd export-diff | rbd import-diff` into the base, drop the
-/// older source snapshot): prints the times. Run by hand:
-/// `cargo test -p ember-rbd-backup --test rbd_backup -- --ignored
-/// --nocapture timing`.
-#[test]
-#[ignore]
-fn timing_1gib_incremental_vs_rbd_cli() {
-    let Some(cluster) = cluster("timing") else {
-        return;
-    };
-    let size = 1024 * MIB;
-    let mut scene = Scene::new(cluster, "timing", size);
-    // The default chunk size, not the tests' small one.
-    scene.driver =
-        RbdBackupDriver::connect(RbdBackupConfig::new(cluster.config("backups"))).expect("driver");
-    let source = scene.source_image();
-    let block = pattern(1, 4 * MIB);
-    for i in 0..size / (4 * MIB) {
-        let mut data = block.clone();
-        data[..8].copy_from_slice(&i.to_le_bytes());
-        source.write(i * 4 * MIB, &data).expect("fill");
-    }
-    drop(source);
-    let src = format!("volumes/{}", scene.source);
-    // The CLI's base and snapshots: named so that the driver leaves them
-    // alone (no backup id in them); removed with the volume's images.
-    let cli_base = format!("volume-{}.backup.cli", scene.volume_id);
-    let cli = |steps: &[String]| {
-        let started = Instant::now();
-        scene.cluster.cli(
-            "bash",
-            &["-c", &format!("set -o pipefail; {}", steps.join(" && "))],
-        );
-        started.elapsed().as_secs_f64()
-    };
-    let pipe = |from: &str, snap: &str| {
-        format!("rbd export-diff --no-progress {from}{src}@{snap} - | rbd import-diff --no-progress - backups/{cli_base}")
-    };
-    let driver = |incremental: bool| {
-        let id = scene.new_backup_id();
-        let started = Instant::now();
-        let outcome = scene
-            .driver
-            .backup(&scene.request(id, incremental), &Control::new())
-            .expect("backup");
-        (started.elapsed().as_secs_f64(), outcome)
-    };
-
-    let (ours, full) = driver(false);
-    let theirs = cli(&[
-        format!("rbd snap create {src}@cli.0"),
-        format!("rbd create --size 1G --image-feature layering,exclusive-lock,object-map,fast-diff backups/{cli_base}"),
-        pipe("", "cli.0"),
-    ]);
-    println!(
-        "full 1 GiB: driver {ours:.2} s ({:?}), rbd CLI as Cinder {theirs:.2} s",
-        full.stats
-    );
-
-    // 1 %: 164 scattered 64 KiB writes.
-    let source = scene.source_image();
-    for i in 0..164u64 {
-        let at = (i * 6247 * 4 * KIB) % (size - 64 * KIB);
-        source
-            .write(at, &pattern(100 + i, 64 * KIB))
-            .expect("change");
-    }
-    drop(source);
-    let snap = cli(&[format!("rbd snap create {src}@cli.1")]);
-    let pipe_only = cli(&[pipe("--from-snap cli.0 ", "cli.1")]);
-    let rm = cli(&[format!("rbd snap rm --no-progress {src}@cli.0")]);
-    let theirs = snap + pipe_only + rm;
-    let (ours, inc) = driver(true);
-    assert!(
-        matches!(inc.kind, BackupKind::Incremental { .. }),
-        "{inc:?}"
-    );
-    println!(
-        "1 % incremental of 1 GiB: driver {ours:.3} s ({:?}); rbd CLI as Cinder {theirs:.3} s, of which export-diff | import-diff {pipe_only:.3} s",
-        inc.stats
-    );
 }
 
 /// [`ember_ceph::dev_cluster::pattern`] with a `u64` length.

@@ -48,6 +48,24 @@ pub trait VolumeSource: Send + Sync {
     /// Fills `buf` from `offset`. The caller keeps within the volume.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), VolumeError>;
 
+    /// Fills each `(offset, buf)` of `reads`, in any order. The caller
+    /// keeps within the volume. By default one [`VolumeSource::read_at`]
+    /// after another; a source whose reads wait on the network keeps up to
+    /// [`VolumeSource::reads_in_flight`] of them in flight at once.
+    fn read_many(&self, reads: &mut [(u64, &mut [u8])]) -> Result<(), VolumeError> {
+        for (offset, buf) in reads.iter_mut() {
+            self.read_at(buf, *offset)?;
+        }
+        Ok(())
+    }
+
+    /// How many reads [`VolumeSource::read_many`] overlaps: a reader
+    /// gathers about this many before calling it. 1 (the default): reads
+    /// gain nothing from being gathered (a local file or device).
+    fn reads_in_flight(&self) -> usize {
+        1
+    }
+
     /// Whether `len` bytes at `offset` are known to be identical to what
     /// they were in the version of the volume that backup
     /// [`VolumeSource::unchanged_since`] read. `false` whenever that is not

@@ -2,14 +2,26 @@
 //!
 //! An [`Image`] handle is `Send` but not `Sync`, so each side keeps one
 //! handle under a mutex: the backup engine reads from a single reader
-//! thread, and the restore engine already takes turns writing.
+//! thread (with many asynchronous reads in flight), and the restore engine
+//! already takes turns writing (through a [`WriteQueue`], so a write
+//! returns before the cluster has it).
 
+use std::panic::resume_unwind;
 use std::sync::Mutex;
 
-use ember_ceph::{rbd, CephError, CreateOptions, DiffExtent, DiffOptions, Image, IoCtx, Rados};
+use ember_ceph::{rbd, CreateOptions, DiffExtent, DiffOptions, Image, IoCtx, Rados, WriteQueue};
 use ember_types::BackupId;
 
 use crate::{RestoreTarget, VolumeError, VolumeSource};
+
+/// Reads an [`RbdSource`] keeps in flight: each waits on a round trip to
+/// an OSD, so one at a time leaves the cluster and the workers idle.
+const READS_IN_FLIGHT: usize = 32;
+
+/// Writes an [`RbdTarget`] keeps in flight, each holding a copy of up to a
+/// restore batch (1 MiB by default), and their most bytes.
+const WRITES_IN_FLIGHT: usize = 16;
+const WRITE_BYTES_IN_FLIGHT: usize = 16 << 20;
 
 /// What an [`RbdSource`] compares against to report unchanged ranges: the
 /// snapshot of the same image that an earlier backup read.
@@ -71,6 +83,35 @@ struct Changes {
     changed: Extents,
 }
 
+impl Changes {
+    /// What changed between `base`'s snapshot and `snapshot` of `image`
+    /// (`label`, as errors name it), on a handle of its own.
+    fn list(
+        io: &IoCtx,
+        image: &str,
+        snapshot: &str,
+        base: UnchangedSince,
+        label: &str,
+    ) -> Result<Changes, VolumeError> {
+        let handle = Image::open_read_only(io, image, Some(snapshot))?;
+        let base_size = handle
+            .snap_list()?
+            .into_iter()
+            .find(|s| s.name == base.snapshot)
+            .map(|s| s.size)
+            .ok_or_else(|| VolumeError::Rbd {
+                image: label.to_string(),
+                reason: format!("no snapshot {} to diff from", base.snapshot),
+            })?;
+        let changed = Extents::union(handle.diff(Some(&base.snapshot), DiffOptions::default())?);
+        Ok(Changes {
+            since: base.backup,
+            base_size,
+            changed,
+        })
+    }
+}
+
 /// A snapshot of an RBD image, read by a backup.
 ///
 /// Its data regions are the extents librbd reports as allocated in the
@@ -105,39 +146,28 @@ impl RbdSource {
         let handle = Image::open_read_only(io, image, Some(snapshot))?;
         let label = format!("rbd:{}", handle.target());
         let size = handle.size()?;
-        let allocated = Extents::union(
-            handle
-                .diff(
-                    None,
-                    DiffOptions {
-                        include_parent: true,
-                        whole_object: false,
-                    },
-                )?
-                .into_iter()
-                .filter(|e| e.exists),
-        );
-        let changes = match unchanged_since {
-            None => None,
-            Some(base) => {
-                let base_size = handle
-                    .snap_list()?
-                    .into_iter()
-                    .find(|s| s.name == base.snapshot)
-                    .map(|s| s.size)
-                    .ok_or_else(|| VolumeError::Rbd {
-                        image: label.clone(),
-                        reason: format!("no snapshot {} to diff from", base.snapshot),
-                    })?;
-                let changed =
-                    Extents::union(handle.diff(Some(&base.snapshot), DiffOptions::default())?);
-                Some(Changes {
-                    since: base.backup,
-                    base_size,
-                    changed,
-                })
-            }
-        };
+        // Both diffs wait on the cluster, not the CPU: the changes are
+        // listed on a handle of their own while this one lists what is
+        // allocated.
+        let (allocated, changes) = std::thread::scope(|scope| {
+            let changes = unchanged_since.map(|base| {
+                let label = &label;
+                scope.spawn(move || Changes::list(io, image, snapshot, base, label))
+            });
+            let allocated = handle.diff(
+                None,
+                DiffOptions {
+                    include_parent: true,
+                    whole_object: false,
+                },
+            );
+            let changes = changes
+                .map(|thread| thread.join().unwrap_or_else(|panic| resume_unwind(panic)))
+                .transpose();
+            (allocated, changes)
+        });
+        let allocated = Extents::union(allocated?.into_iter().filter(|e| e.exists));
+        let changes = changes?;
         Ok(RbdSource {
             image: Mutex::new(handle),
             label,
@@ -178,23 +208,17 @@ impl VolumeSource for RbdSource {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), VolumeError> {
-        if buf.is_empty() {
-            // librbd refuses a read at the very end of the image.
-            return Ok(());
-        }
+        self.read_many(&mut [(offset, buf)])
+    }
+
+    /// librbd's asynchronous reads, up to [`READS_IN_FLIGHT`] at once.
+    fn read_many(&self, reads: &mut [(u64, &mut [u8])]) -> Result<(), VolumeError> {
         let image = self.image.lock().unwrap_or_else(|p| p.into_inner());
-        let got = image.read(offset, buf)?;
-        if got < buf.len() {
-            return Err(CephError::Short {
-                call: "rbd_read2",
-                target: image.target(),
-                offset,
-                asked: buf.len() as u64,
-                done: got as u64,
-            }
-            .into());
-        }
-        Ok(())
+        Ok(image.read_many(reads, READS_IN_FLIGHT)?)
+    }
+
+    fn reads_in_flight(&self) -> usize {
+        READS_IN_FLIGHT
     }
 
     /// True only for a non-empty range that lies within the image at both
@@ -244,7 +268,7 @@ impl Drop for RemoveOnDrop {
 /// whose bytes beyond the backup are zeroed (`restore_discard_excess_bytes`).
 #[derive(Debug)]
 pub struct RbdTarget {
-    image: Mutex<Image>,
+    image: Mutex<WriteQueue>,
     label: String,
     size: u64,
     data_size: u64,
@@ -268,7 +292,11 @@ impl RbdTarget {
         let image = Image::open(io, name)?;
         Ok(RbdTarget {
             label: format!("rbd:{}", image.target()),
-            image: Mutex::new(image),
+            image: Mutex::new(WriteQueue::new(
+                image,
+                WRITES_IN_FLIGHT,
+                WRITE_BYTES_IN_FLIGHT,
+            )?),
             size: data_size,
             data_size,
             fresh: true,
@@ -290,7 +318,11 @@ impl RbdTarget {
             });
         }
         Ok(RbdTarget {
-            image: Mutex::new(image),
+            image: Mutex::new(WriteQueue::new(
+                image,
+                WRITES_IN_FLIGHT,
+                WRITE_BYTES_IN_FLIGHT,
+            )?),
             label,
             size,
             data_size,
@@ -299,7 +331,7 @@ impl RbdTarget {
         })
     }
 
-    fn image(&self) -> std::sync::MutexGuard<'_, Image> {
+    fn image(&self) -> std::sync::MutexGuard<'_, WriteQueue> {
         self.image.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -317,6 +349,8 @@ impl RestoreTarget for RbdTarget {
         self.fresh
     }
 
+    /// Returns once the write is started (a failure is reported by a
+    /// later write or by [`RestoreTarget::finish`]).
     fn write_at(&self, data: &[u8], offset: u64) -> Result<(), VolumeError> {
         Ok(self.image().write(offset, data)?)
     }
@@ -326,14 +360,15 @@ impl RestoreTarget for RbdTarget {
         if self.fresh || len == 0 {
             return Ok(());
         }
-        Ok(self.image().write_zeroes(offset, len)?)
+        Ok(self.image().image().write_zeroes(offset, len)?)
     }
 
-    /// Zeroes the tail, flushes and closes the image; a new image is kept
-    /// from then on.
+    /// Waits for the writes in flight, zeroes the tail, flushes and
+    /// closes the image; a new image is kept from then on.
     fn finish(mut self: Box<Self>) -> Result<(), VolumeError> {
+        self.image().drain()?;
         self.zero(self.data_size, self.size - self.data_size)?;
-        self.image().flush()?;
+        self.image().image().flush()?;
         if let Some(remove) = &mut self.remove_unfinished {
             remove.armed = false;
         }
@@ -341,6 +376,7 @@ impl RestoreTarget for RbdTarget {
         this.image
             .into_inner()
             .unwrap_or_else(|p| p.into_inner())
+            .into_image()?
             .close()?;
         Ok(())
     }
