@@ -17,8 +17,8 @@
 //!   meant to show that the service recovered).
 //!
 //! After each: the backup must be `error` with a reason, or `available`
-//! and restore byte for byte; and the service must still work (a second
-//! backup completes and restores byte for byte). Without Ceph the tests
+//! and restore byte for byte; and the service must recover (one of up to
+//! three later backups completes and its data matches byte for byte). Without Ceph the tests
 //! skip, unless `EMBER_REQUIRE_CEPH=1`. `--nocapture` shows the timings.
 
 use std::future::Future;
@@ -47,6 +47,8 @@ const STOP_AT_PERCENT: u64 = 10;
 /// How long any one step may take before the test fails instead of
 /// hanging (more than the dev conf's 120 s `rados osd op timeout`).
 const STEP_TIMEOUT: Duration = Duration::from_secs(300);
+/// Backups tried after an outage before the service is deemed broken.
+const RECOVERY_ATTEMPTS: usize = 3;
 /// How often statuses and progress are polled.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -180,13 +182,28 @@ async fn outage_mid_backup(
         other => panic!("{label}: backup {backup} ended {other}: {ended:?}"),
     }
 
-    // The service still works: a second backup completes and restores.
-    let second = svc.backup(&volume).await;
-    let ended = svc.wait_for_backup(&second).await;
-    assert_eq!(
-        ended.status, "available",
-        "{label}: the backup after the outage did not complete: {ended:?}"
-    );
+    // The service recovers: a later backup completes and restores. With
+    // the short op timeout, right after the restart, on a loaded machine,
+    // a fresh OSD can still time out an operation (seen in CI), so up to
+    // three attempts; a service that stays broken (a stale lock of its own
+    // old session: EROFS on every backup until a restart) fails them all.
+    let mut failures = Vec::new();
+    let second = loop {
+        let attempt = svc.backup(&volume).await;
+        let ended = svc.wait_for_backup(&attempt).await;
+        if ended.status == "available" {
+            break attempt;
+        }
+        t.mark(&format!(
+            "backup after the outage ended {}: {:?}",
+            ended.status, ended.fail_reason
+        ));
+        failures.push(ended.fail_reason);
+        assert!(
+            failures.len() < RECOVERY_ATTEMPTS,
+            "{label}: no backup after the outage completed: {failures:?}"
+        );
+    };
     t.mark("second backup available");
     if driver == BackupDriver::Ceph && outage.osd_op_timeout.is_some() {
         // Restores by this service (its 15 s op timeout) into a new image
