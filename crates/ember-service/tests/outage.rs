@@ -132,7 +132,13 @@ async fn outage_mid_backup(
 
     let volume = svc.create_volume().await;
     let image = format!("volume-{}", volume);
-    let conf = cluster.cluster().config("volumes");
+    // The test's own connections wait long for the monitors: right after
+    // the restart, on a loaded machine, they can take over the 5 s of the
+    // development config (an `rbd_open` timed out so in CI).
+    let conf = cluster
+        .cluster()
+        .config("volumes")
+        .with_connect_timeout(Duration::from_secs(60));
     let (filled_conf, filled_image) = (conf.clone(), image.clone());
     blocking(move || fill(&connect(&filled_conf), &filled_image, FILLED, 4)).await;
     t.mark(&format!("{} MiB written to volumes/{image}", FILLED / MIB));
