@@ -501,3 +501,12 @@ fn unknown_backup_ids_are_clear_errors() {
         "nothing written"
     );
 }
+
+#[test]
+fn the_health_check_notices_a_repository_gone_from_its_directory() {
+    let fx = Fixture::new();
+    fx.repo.check().expect("a fresh repository is healthy");
+    std::fs::rename(fx.repo_path(), fx.path("moved-away")).expect("move the repository");
+    std::fs::create_dir(fx.repo_path()).expect("an empty directory in its place");
+    assert!(matches!(fx.repo.check(), Err(RepoError::NotARepository(_))));
+}

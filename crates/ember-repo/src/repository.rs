@@ -96,6 +96,17 @@ impl Repository {
         self.store.location()
     }
 
+    /// Whether the storage target still holds the repository (its config
+    /// object can be found): a cheap health check for a service, whatever
+    /// the number of backups.
+    pub fn check(&self) -> Result<(), RepoError> {
+        let key = ObjectKey::new(ObjectKind::Config, CONFIG_NAME);
+        match self.store.stat(&key)? {
+            Some(_) => Ok(()),
+            None => Err(RepoError::NotARepository(self.store.location())),
+        }
+    }
+
     /// Starts a new pack; invisible until sealed.
     pub fn begin_pack(&self) -> Result<PackWriter, RepoError> {
         let id = PackId::new_random();

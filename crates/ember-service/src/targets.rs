@@ -44,9 +44,7 @@ impl BackupTarget {
     /// Whether backups can be made now; why not, if they cannot.
     pub(crate) fn check(&self) -> Result<(), String> {
         match self {
-            BackupTarget::Repository(repo) => {
-                repo.backup_ids().map(drop).map_err(|e| e.to_string())
-            }
+            BackupTarget::Repository(repo) => repo.check().map_err(|e| e.to_string()),
             BackupTarget::Ceph(ceph) => ceph.check(),
         }
     }

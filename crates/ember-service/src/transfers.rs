@@ -72,6 +72,8 @@ impl Ember {
         let id = parse_backup_id(&backup.id).map_err(|e| e.to_string())?;
         match Location::parse(source).map_err(|e| e.to_string())? {
             Location::Path(path) => {
+                // Recorded as the volume's path, even when read from a copy.
+                let label = path.display().to_string();
                 let temp = in_use.then(|| self.scratch.snapshot_path_for(&format!("backup-{id}")));
                 let read_from = match &temp {
                     Some(copy) => {
@@ -84,11 +86,7 @@ impl Ember {
                     .map_err(|e| e.to_string())
                     .and_then(|source| match &self.target {
                         BackupTarget::Repository(repo) => {
-                            let request = self.engine_request(
-                                backup,
-                                id,
-                                source.path().display().to_string(),
-                            )?;
+                            let request = self.engine_request(backup, id, label)?;
                             self.repository_backup(repo, &source, &request, job)
                         }
                         BackupTarget::Ceph(_) => self.ceph_backup(
