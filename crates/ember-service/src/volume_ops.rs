@@ -59,6 +59,7 @@ impl Ember {
             if backup.status != "available" {
                 return Err(ServiceError::bad("Backup status must be available"));
             }
+            self.require_backup_backend()?;
         }
         if let Some(snapshot) = &snapshot {
             if snapshot.status != "available" {
