@@ -13,7 +13,9 @@
 #     against `rbd snap create` + `rbd export IMAGE@snap FILE`;
 #   - restore of those full backups into new images, against `rbd import
 #     FILE` (into the backup pool: the CLI's base image for the incremental);
-#     each restored image is checked against the volume's sha256;
+#     each restored image is checked against the volume's sha256; for
+#     context also against `rbd import` of FILE out of the page cache and
+#     `rbd cp` of the CLI's base image into POOL;
 #   - the standard 1 % change of ../shared/bench (`make_volume.py mutate`, 1 %
 #     of the 4 KiB blocks, seed 7), written with `rbd import-diff` of the
 #     same blocks (bench/rbd_mutate_diff.py; kernel RBD is not used);
@@ -21,7 +23,10 @@
 #     create` + `rbd export-diff --from-snap S1 IMAGE@S2 - | rbd import-diff
 #     - BASE` + `rbd snap rm S1`.
 # Every image, snapshot and file made here is removed at the end (also on
-# failure or Ctrl-C).
+# failure or Ctrl-C). The development cluster frees the space of removed
+# snapshots slowly (its `osd_snap_trim_sleep_hdd` is 5 s): a run started
+# right after another can fill its 20 GiB and stall; start it afresh first
+# (`../shared/ceph/ceph-down.sh DIR --wipe`, then `ceph-up.sh`).
 #
 # Environment:
 #   EMBER_VOLS    where the standard volumes live (default /var/tmp/ember-vols);
@@ -132,8 +137,19 @@ timed ember-restore "$EMBER" --repo "$REPO" backup restore "$EMBER_FULL" "rbd:$P
 check "$POOL/$TAG.restored"
 rbd rm --no-progress "$POOL/$TAG.restored"
 timed cli-restore rbd import --no-progress "$EXPORT" "$BACKUP_POOL/$CLI_BASE"
-rm -f "$EXPORT"
 check "$BACKUP_POOL/$CLI_BASE"
+# Context for the restores: the same import again with the export file out
+# of the page cache (Ember's packs are not in it either), and the CLI's own
+# copy of an image from one pool to the other (what the driver's restore
+# does). The cluster (20 GiB on the development setup) holds no more
+# copies at once than before.
+rbd rm --no-progress "$BACKUP_POOL/$CLI_BASE"
+sync "$EXPORT"
+python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$EXPORT"
+timed cli-restore-cold rbd import --no-progress "$EXPORT" "$BACKUP_POOL/$CLI_BASE"
+rm -f "$EXPORT"
+timed cli-copy rbd cp --no-progress "$BACKUP_POOL/$CLI_BASE" "$POOL/$TAG.copied"
+rbd rm --no-progress "$POOL/$TAG.copied"
 rbd snap create --no-progress "$BACKUP_POOL/$CLI_BASE@cli.1"
 mutate "$IMAGE"
 timed ember-incr "$EMBER" --repo "$REPO" backup create "rbd:$POOL/$IMAGE" --incremental --json -q
@@ -183,6 +199,18 @@ field() { awk -v n="$1" -v f="$2" '$1 == n { print $f }' "$TIMES"; }
       echo "| $op | $name | $w | $c | $cli | $cw | $cc | $(ratio "$w" "$cw") | $(ratio "$c" "$cc") | ≤ $target |"
     done
   done
+  echo
+  echo "Restores against two more baselines, for context: \`rbd import\` of the"
+  echo "export file once it is out of the page cache, and \`rbd cp\` of the CLI's"
+  echo "backup image from $BACKUP_POOL into $POOL."
+  echo
+  echo "| path | wall s | baseline | baseline wall s | wall ratio |"
+  echo "|---|---:|---|---:|---:|"
+  cold=$(field cli-restore-cold 2) copy=$(field cli-copy 2)
+  w=$(field ember-restore 2)
+  echo "| Ember repository | $w | import, file not cached | $cold | $(ratio "$w" "$cold") |"
+  w=$(field driver-restore 2)
+  echo "| Ceph driver | $w | rbd cp between the pools | $copy | $(ratio "$w" "$copy") |"
   echo
   echo "Every restored image matched the volume's sha256."
 }
