@@ -56,6 +56,11 @@ if [ "${EMBER_VOLUME_DRIVER:-file}" = file ]; then
 fi
 status=0
 "$SHARED/clients/cinder_acceptance.sh" "http://127.0.0.1:$port" 0123456789abcdef0123456789abcdef || status=$?
+# The log went to a file: plain text, no terminal colour codes.
+if grep -q $'\033' "$work/serve.log"; then
+  echo "the service's log file holds terminal escape codes" >&2
+  status=1
+fi
 if [ "$status" -ne 0 ]; then
   echo "--- ember serve log ---" >&2
   tail -n 50 "$work/serve.log" >&2

@@ -1,5 +1,6 @@
 //! `ember serve` and the commands that read the service's state.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -34,6 +35,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person watching; a log file gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let mut config = load(&args.service)?;
     if let Some(listen) = args.listen {
