@@ -134,7 +134,11 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 const PRIVATE_KNOBS: [(&str, &str); 4] = [
     // BlueStore: a MemStore OSD loses its data when it stops.
     ("CEPH_DEV_STORE", "bluestore"),
-    ("CEPH_DEV_OSD_SIZE", "8G"),
+    // A sparse file. Removed snapshots are trimmed slowly (5 s sleeps), so
+    // an outage test's backups and restores pile up: with 8G its OSD once
+    // reached `nearfull`, and the restart, which waits for HEALTH_OK,
+    // timed out.
+    ("CEPH_DEV_OSD_SIZE", "16G"),
     ("CEPH_DEV_POOLS", "volumes backups"),
     ("CEPH_DEV_RGW", "0"),
 ];

@@ -94,6 +94,7 @@ fn run(test: &str, driver: BackupDriver) {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_test_writer()
+        .with_ansi(false)
         .try_init();
     let Some(cluster) = PrivateCluster::for_test(test) else {
         return;
