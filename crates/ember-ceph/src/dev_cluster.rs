@@ -377,13 +377,7 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 /// Removes image `name` and its snapshots (unprotecting them first), best
 /// effort: test clean-up, which must not fail a test that already failed.
 pub fn remove_image(io: &crate::IoCtx, name: &str) {
-    if let Ok(image) = crate::Image::open(io, name) {
-        for snap in image.snap_list().unwrap_or_default() {
-            let _ = image.snap_unprotect(&snap.name);
-            let _ = image.snap_remove(&snap.name);
-        }
-    }
-    let _ = crate::rbd::remove(io, name);
+    let _ = crate::rbd::remove_with_snapshots(io, name);
 }
 
 /// Whether `program` is on the PATH.

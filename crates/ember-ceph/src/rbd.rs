@@ -243,6 +243,21 @@ pub fn remove(io: &IoCtx, name: &str) -> Result<(), CephError> {
     check(ret, "rbd_remove", || format!("{}/{name}", io.pool())).map(drop)
 }
 
+/// Deletes the image after all its snapshots, unprotecting the protected
+/// ones (ENOENT if the image is absent; EBUSY if a snapshot has clones or
+/// the image is open elsewhere).
+pub fn remove_with_snapshots(io: &IoCtx, name: &str) -> Result<(), CephError> {
+    let image = Image::open(io, name)?;
+    for snap in image.snap_list()? {
+        if image.snap_is_protected(&snap.name)? {
+            image.snap_unprotect(&snap.name)?;
+        }
+        image.snap_remove(&snap.name)?;
+    }
+    image.close()?;
+    remove(io, name)
+}
+
 /// One image of a pool listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageSpec {

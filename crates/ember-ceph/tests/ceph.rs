@@ -440,6 +440,28 @@ fn snapshots_create_list_read_remove() {
     assert!(image.snap_list().expect("snap_list").is_empty());
 }
 
+#[test]
+fn remove_with_snapshots_takes_protected_ones_too() {
+    let Some(cluster) = cluster("remove_with_snapshots") else {
+        return;
+    };
+    let io = cluster.connect("volumes");
+    let name = unique("snapped");
+    let guard = ImageGuard::create(&io, &name, 8 * MIB, &CreateOptions::default());
+    let image = guard.open();
+    image.write(MIB, &pattern(1, 4096)).expect("write");
+    image.snap_create("plain").expect("snap plain");
+    image.snap_create("kept").expect("snap kept");
+    image.snap_protect("kept").expect("protect");
+    image.close().expect("close");
+
+    rbd::remove_with_snapshots(&io, &name).expect("remove with snapshots");
+    let gone = Image::open(&io, &name).expect_err("open a removed image");
+    assert!(gone.is_not_found(), "{gone}");
+    let again = rbd::remove_with_snapshots(&io, &name).expect_err("remove twice");
+    assert!(again.is_not_found(), "{again}");
+}
+
 /// Writes scattered 4 KiB blocks between two snapshots and checks what the
 /// diff reports, exact and by whole objects.
 fn diff_between_snapshots(io: &IoCtx, features: Features) {

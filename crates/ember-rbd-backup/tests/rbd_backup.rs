@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ember_ceph::dev_cluster::DevCluster;
+use ember_ceph::dev_cluster::{remove_image, DevCluster};
 use ember_ceph::{rbd, CephConfig, CreateOptions, DiffOptions, Features, Image, IoCtx};
 use ember_rbd_backup::{
     base_image_name, full_image_name, metadata_object_name, parse_snapshot_name, BackupKind,
@@ -65,17 +65,6 @@ fn assert_same(got: &[u8], expected: &[u8], what: &str) {
 
 fn is_zero(buf: &[u8]) -> bool {
     buf.iter().all(|&b| b == 0)
-}
-
-/// Removes an image and its snapshots, ignoring errors (clean-up).
-fn remove_image(io: &IoCtx, name: &str) {
-    if let Ok(image) = Image::open(io, name) {
-        for snap in image.snap_list().unwrap_or_default() {
-            let _ = image.snap_unprotect(&snap.name);
-            let _ = image.snap_remove(&snap.name);
-        }
-    }
-    let _ = rbd::remove(io, name);
 }
 
 /// Reads a whole image (at a snapshot) through the bindings.

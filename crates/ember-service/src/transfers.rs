@@ -20,7 +20,7 @@ use crate::jobs::RunningJob;
 use crate::service::Volumes;
 use crate::targets::BackupTarget;
 use crate::volumes::Location;
-use crate::{Ember, ServiceError};
+use crate::Ember;
 
 /// The failure text of a cancelled job.
 pub(crate) const CANCELLED: &str = "cancelled";
@@ -301,7 +301,7 @@ impl Ember {
             volume_metadata,
             job,
         );
-        if let Err(e) = remove_image_and_snapshots(io, &temp) {
+        if let Err(e) = ember_ceph::rbd::remove_with_snapshots(io, &temp) {
             tracing::warn!(backup = %id, "temporary image {}/{temp} not removed: {e}", spec.pool);
         }
         done
@@ -468,15 +468,4 @@ impl Ember {
             },
         }
     }
-}
-
-/// Removes `image` with its snapshots.
-fn remove_image_and_snapshots(io: &IoCtx, image: &str) -> Result<(), ServiceError> {
-    let ceph = |e: ember_ceph::CephError| ServiceError::Volume(e.to_string());
-    let handle = Image::open(io, image).map_err(ceph)?;
-    for snap in handle.snap_list().map_err(ceph)? {
-        handle.snap_remove(&snap.name).map_err(ceph)?;
-    }
-    handle.close().map_err(ceph)?;
-    ember_ceph::rbd::remove(io, image).map_err(ceph)
 }
